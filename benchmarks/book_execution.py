@@ -1,0 +1,139 @@
+"""Execute every page of the book in a fresh kernel and record its wall time and peak memory.
+
+    python benchmarks/book_execution.py [--cold] [--out benchmarks/results/book_execution.json]
+
+Each page of _toc.yml is converted from MyST markdown by jupytext and run by nbclient in its own
+kernel, as the website build does. A sampler thread reads the resident memory of the kernel
+process (and its children) every 50 ms; the peak is what a Binder reader's 2 GB must hold.
+Pages run in book order and share the stage cache, as in a real build; ``--cold`` starts from an
+empty cache (a temporary folder), so the first chapter to need a stage pays for training it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import jupytext
+import psutil
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from twins import notebook_pages  # noqa: E402  (the toc's notebook pages, in book order)
+
+CELL_TIMEOUT_S = 600  # the same per-cell limit as _config.yml
+
+
+class PeakMemory:
+    """Samples the resident memory of a process tree in a background thread."""
+
+    def __init__(self, pid: int, interval_s: float = 0.05):
+        self.process, self.interval_s, self.peak_bytes = psutil.Process(pid), interval_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                tree = [self.process, *self.process.children(recursive=True)]
+                rss = sum(p.memory_info().rss for p in tree if p.is_running())
+                self.peak_bytes = max(self.peak_bytes, rss)
+            except psutil.Error:
+                pass
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def execute_page(page: Path) -> dict:
+    notebook = jupytext.read(page)
+    client = NotebookClient(
+        notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+        resources={"metadata": {"path": str(page.parent)}},
+    )
+    started = time.perf_counter()
+    with client.setup_kernel():
+        kernel_pid = client.km.provisioner.process.pid
+        with PeakMemory(kernel_pid) as memory:
+            client.execute(cleanup_kc=False)
+    wall = time.perf_counter() - started
+    return {
+        "page": str(page.relative_to(ROOT)),
+        "wall_seconds": round(wall, 2),
+        "peak_rss_mb": round(memory.peak_bytes / 2**20, 1),
+        "code_cells": sum(cell.cell_type == "code" for cell in notebook.cells),
+    }
+
+
+def machine() -> dict:
+    cpu_model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/book_execution.json"))
+    parser.add_argument("--cold", action="store_true", help="start from an empty stage cache")
+    args = parser.parse_args()
+
+    os.environ.setdefault("RLHF_BOOK_BUILD", "1")  # summary-line progress bars, as in the build
+    cold_dir = tempfile.TemporaryDirectory(prefix="rlhf-cache-") if args.cold else None
+    if cold_dir:
+        os.environ["RLHF_BOOK_CACHE"] = cold_dir.name
+
+    pages = []
+    for page in notebook_pages():
+        result = execute_page(page)
+        pages.append(result)
+        print(f"{result['page']:<45} {result['wall_seconds']:>8.1f} s {result['peak_rss_mb']:>8.0f} MB")
+    report = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "cache": "cold" if args.cold else "warm (whatever RLHF_BOOK_CACHE held)",
+        "pages": pages,
+        "total_wall_seconds": round(sum(p["wall_seconds"] for p in pages), 2),
+        "max_peak_rss_mb": max(p["peak_rss_mb"] for p in pages),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"total {report['total_wall_seconds']:.1f} s, max peak {report['max_peak_rss_mb']:.0f} MB")
+    print(f"wrote {args.out}")
+    if cold_dir:
+        cold_dir.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

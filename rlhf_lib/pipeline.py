@@ -1,0 +1,157 @@
+"""The pipeline map of the book's introduction: every stage of RLHF, and the chapter that builds it.
+
+One pure function, :func:`pipeline_map`, returns a plotly figure. Its buttons switch every box
+between what the stage is in this book's miniature world and what it was in InstructGPT
+(Ouyang et al., 2022), so a reader sees which real thing each small piece stands for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+
+PART_COLOURS = {
+    1: "#4C78A8",  # transformers
+    2: "#72B7B2",  # causal transformers
+    3: "#F58518",  # RLHF
+    4: "#E45756",  # reward models
+    5: "#54A24B",  # PPO
+    0: "#9D9D9D",  # hidden from training
+}
+PART_NAMES = {
+    1: "Part 1 · Transformers",
+    2: "Part 2 · Causal transformers",
+    3: "Part 3 · RLHF",
+    4: "Part 4 · Reward models",
+    5: "Part 5 · PPO",
+    0: "Hidden from training",
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    key: str
+    x: float
+    y: float
+    part: int
+    in_this_book: str  # box text in the "this book" view (<br> breaks lines)
+    in_instructgpt: str  # box text in the "InstructGPT" view
+    detail: str  # hover text
+
+
+STAGES = (
+    Stage("transformer", 0, 2, 1, "Transformer<br>blocks", "Transformer<br>blocks",
+          "Self-attention, multi-head attention, positions, feed-forward, layer norm."),
+    Stage("corpus", 1, 2, 2, "Review generator<br>+ tokenizer", "Web-scale text<br>+ BPE tokenizer",
+          "The language the base model learns. Here: generated movie reviews whose sentiment is compositional."),
+    Stage("base", 2, 2, 2, "Base model<br>(pretrained here)", "GPT-3<br>(175B parameters)",
+          "A causal LM trained on next-token prediction."),
+    Stage("sft", 3, 2, 3, "SFT<br>(TRL SFTTrainer)", "SFT on ~13k<br>demonstrations",
+          "Supervised fine-tuning on demonstrations of the wanted behaviour."),
+    Stage("pairs", 3, 1, 4, "Preference pairs<br>(datasets.Dataset)", "Rankings of<br>~33k prompts",
+          "Two completions of one prompt, with the one the annotator preferred."),
+    Stage("rm", 2, 1, 4, "Reward model<br>(TRL RewardTrainer)", "Reward model<br>(6B parameters)",
+          "A scalar score per text, trained with the Bradley–Terry loss on the pairs."),
+    Stage("ppo", 1, 1, 5, "PPO + KL penalty<br>(rlhf_lib.ppo)", "PPO-ptx<br>(~31k prompts)",
+          "The policy maximises reward minus β·KL to the SFT model."),
+    Stage("annotators", 3, 0, 3, "Simulated annotators<br>(Bradley–Terry noise)", "~40 human<br>labelers",
+          "Noisy judges: they agree with each other only part of the time (~73% in InstructGPT)."),
+    Stage("gold", 2, 0, 0, "Hidden gold preference<br>(guarded VADER)", "What people<br>really want",
+          "Never shown to training. It lets this book measure what real RLHF cannot."),
+    Stage("eval", 1, 0, 5, "Gold evaluation<br>(proxy vs gold)", "Human evaluation<br>(win rates)",
+          "Every sample is scored by the proxy reward model and by the gold preference."),
+)
+
+# (from, to, dashed): dashed arrows carry the hidden gold preference.
+EDGES = (
+    ("transformer", "corpus", False),
+    ("corpus", "base", False),
+    ("base", "sft", False),
+    ("sft", "pairs", False),
+    ("pairs", "rm", False),
+    ("rm", "ppo", False),
+    ("annotators", "pairs", False),
+    ("gold", "annotators", True),
+    ("gold", "eval", True),
+    ("ppo", "eval", False),
+)
+
+BOX_HALF_WIDTH, BOX_HALF_HEIGHT = 0.44, 0.3
+
+
+def pipeline_map(view: str = "book") -> go.Figure:
+    """The RLHF pipeline as boxes and arrows, coloured by the part of the book that builds each.
+
+    ``view`` is the view shown first: ``"book"`` (this book's miniature world) or
+    ``"instructgpt"``; buttons above the figure switch between the two with no kernel needed.
+    """
+    if view not in ("book", "instructgpt"):
+        raise ValueError(f"view must be 'book' or 'instructgpt', got {view!r}")
+    by_key = {stage.key: stage for stage in STAGES}
+    fig = go.Figure()
+
+    for stage in STAGES:
+        fig.add_shape(
+            type="rect",
+            x0=stage.x - BOX_HALF_WIDTH, x1=stage.x + BOX_HALF_WIDTH,
+            y0=stage.y - BOX_HALF_HEIGHT, y1=stage.y + BOX_HALF_HEIGHT,
+            fillcolor=PART_COLOURS[stage.part], opacity=0.9, layer="below",
+            line=dict(color="white", width=2, dash="dot" if stage.part == 0 else "solid"),
+        )
+    for start, end, dashed in EDGES:
+        a, b = by_key[start], by_key[end]
+        fig.add_annotation(
+            x=_edge_point(b, a)[0], y=_edge_point(b, a)[1],
+            ax=_edge_point(a, b)[0], ay=_edge_point(a, b)[1],
+            xref="x", yref="y", axref="x", ayref="y", text="",
+            showarrow=True, arrowhead=3, arrowsize=1.2, arrowwidth=2,
+            arrowcolor="#777" if dashed else "#333",
+        )
+
+    for name, attribute in (("book", "in_this_book"), ("instructgpt", "in_instructgpt")):
+        fig.add_trace(
+            go.Scatter(
+                x=[s.x for s in STAGES], y=[s.y for s in STAGES],
+                mode="markers+text", name=name, visible=(name == view), showlegend=False,
+                text=[getattr(s, attribute) for s in STAGES],
+                textfont=dict(color="white", size=11),
+                marker=dict(size=1, color="rgba(0,0,0,0)"),
+                hovertext=[f"<b>{PART_NAMES[s.part]}</b><br>{s.detail}" for s in STAGES],
+                hoverinfo="text",
+            )
+        )
+    # Legend entries for the colours (one invisible point per part).
+    for part, colour in PART_COLOURS.items():
+        fig.add_trace(
+            go.Scatter(x=[None], y=[None], mode="markers", name=PART_NAMES[part],
+                       marker=dict(size=12, color=colour, symbol="square"), hoverinfo="skip")
+        )
+
+    n_parts = len(PART_COLOURS)
+    buttons = [
+        dict(label="This book's miniature world", method="restyle",
+             args=[{"visible": [True, False] + [True] * n_parts}]),
+        dict(label="InstructGPT (Ouyang et al., 2022)", method="restyle",
+             args=[{"visible": [False, True] + [True] * n_parts}]),
+    ]
+    fig.update_layout(
+        updatemenus=[dict(type="buttons", direction="right", buttons=buttons,
+                          active=0 if view == "book" else 1, x=0, y=1.16, xanchor="left")],
+        xaxis=dict(visible=False, range=[-0.5, 3.5]),
+        yaxis=dict(visible=False, range=[-0.45, 2.4]),
+        height=500, margin=dict(l=10, r=10, t=70, b=10), plot_bgcolor="white",
+        legend=dict(orientation="h", y=-0.02, x=0.5, xanchor="center", font=dict(size=11)),
+        hoverlabel=dict(align="left"),
+    )
+    return fig
+
+
+def _edge_point(stage: Stage, towards: Stage) -> tuple[float, float]:
+    """Where the straight line from ``stage`` to ``towards`` leaves ``stage``'s box."""
+    dx, dy = towards.x - stage.x, towards.y - stage.y
+    scale = min(
+        BOX_HALF_WIDTH / abs(dx) if dx else float("inf"),
+        BOX_HALF_HEIGHT / abs(dy) if dy else float("inf"),
+    )
+    return stage.x + dx * scale, stage.y + dy * scale
