@@ -63,7 +63,9 @@ class PeakMemory:
 def execute_page(page: Path) -> dict:
     notebook = jupytext.read(page)
     client = NotebookClient(
-        notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+        notebook,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
         resources={"metadata": {"path": str(page.parent)}},
     )
     started = time.perf_counter()
@@ -117,7 +119,8 @@ def main() -> int:
     for page in notebook_pages():
         result = execute_page(page)
         pages.append(result)
-        print(f"{result['page']:<45} {result['wall_seconds']:>8.1f} s {result['peak_rss_mb']:>8.0f} MB")
+        wall, peak = result["wall_seconds"], result["peak_rss_mb"]
+        print(f"{result['page']:<45} {wall:>7.1f} s {peak:>6.0f} MB")
     report = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine(),
@@ -128,7 +131,9 @@ def main() -> int:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"total {report['total_wall_seconds']:.1f} s, max peak {report['max_peak_rss_mb']:.0f} MB")
+    print(
+        f"total {report['total_wall_seconds']:.1f} s, max peak {report['max_peak_rss_mb']:.0f} MB"
+    )
     print(f"wrote {args.out}")
     if cold_dir:
         cold_dir.cleanup()

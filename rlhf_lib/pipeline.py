@@ -40,11 +40,13 @@ class Stage:
     detail: str  # hover text
 
 
+# fmt: off
+# One stage per two lines reads better than the formatter's one field per line.
 STAGES = (
     Stage("transformer", 0, 2, 1, "Transformer<br>blocks", "Transformer<br>blocks",
           "Self-attention, multi-head attention, positions, feed-forward, layer norm."),
     Stage("corpus", 1, 2, 2, "Review generator<br>+ tokenizer", "Web-scale text<br>+ BPE tokenizer",
-          "The language the base model learns. Here: generated movie reviews whose sentiment is compositional."),
+          "The language the base model learns: here, generated movie reviews."),
     Stage("base", 2, 2, 2, "Base model<br>(pretrained here)", "GPT-3<br>(175B parameters)",
           "A causal LM trained on next-token prediction."),
     Stage("sft", 3, 2, 3, "SFT<br>(TRL SFTTrainer)", "SFT on ~13k<br>demonstrations",
@@ -55,13 +57,15 @@ STAGES = (
           "A scalar score per text, trained with the Bradley–Terry loss on the pairs."),
     Stage("ppo", 1, 1, 5, "PPO + KL penalty<br>(rlhf_lib.ppo)", "PPO-ptx<br>(~31k prompts)",
           "The policy maximises reward minus β·KL to the SFT model."),
-    Stage("annotators", 3, 0, 3, "Simulated annotators<br>(Bradley–Terry noise)", "~40 human<br>labelers",
+    Stage("annotators", 3, 0, 3, "Simulated annotators<br>(Bradley–Terry noise)",
+          "~40 human<br>labelers",
           "Noisy judges: they agree with each other only part of the time (~73% in InstructGPT)."),
-    Stage("gold", 2, 0, 0, "Hidden gold preference<br>(guarded VADER)", "What people<br>really want",
+    Stage("gold", 2, 0, 0, "Hidden gold preference<br>(guarded VADER)", "What people<br>want",
           "Never shown to training. It lets this book measure what real RLHF cannot."),
     Stage("eval", 1, 0, 5, "Gold evaluation<br>(proxy vs gold)", "Human evaluation<br>(win rates)",
           "Every sample is scored by the proxy reward model and by the gold preference."),
 )
+# fmt: on
 
 # (from, to, dashed): dashed arrows carry the hidden gold preference.
 EDGES = (
@@ -94,26 +98,43 @@ def pipeline_map(view: str = "book") -> go.Figure:
     for stage in STAGES:
         fig.add_shape(
             type="rect",
-            x0=stage.x - BOX_HALF_WIDTH, x1=stage.x + BOX_HALF_WIDTH,
-            y0=stage.y - BOX_HALF_HEIGHT, y1=stage.y + BOX_HALF_HEIGHT,
-            fillcolor=PART_COLOURS[stage.part], opacity=0.9, layer="below",
+            x0=stage.x - BOX_HALF_WIDTH,
+            x1=stage.x + BOX_HALF_WIDTH,
+            y0=stage.y - BOX_HALF_HEIGHT,
+            y1=stage.y + BOX_HALF_HEIGHT,
+            fillcolor=PART_COLOURS[stage.part],
+            opacity=0.9,
+            layer="below",
             line=dict(color="white", width=2, dash="dot" if stage.part == 0 else "solid"),
         )
     for start, end, dashed in EDGES:
         a, b = by_key[start], by_key[end]
         fig.add_annotation(
-            x=_edge_point(b, a)[0], y=_edge_point(b, a)[1],
-            ax=_edge_point(a, b)[0], ay=_edge_point(a, b)[1],
-            xref="x", yref="y", axref="x", ayref="y", text="",
-            showarrow=True, arrowhead=3, arrowsize=1.2, arrowwidth=2,
+            x=_edge_point(b, a)[0],
+            y=_edge_point(b, a)[1],
+            ax=_edge_point(a, b)[0],
+            ay=_edge_point(a, b)[1],
+            xref="x",
+            yref="y",
+            axref="x",
+            ayref="y",
+            text="",
+            showarrow=True,
+            arrowhead=3,
+            arrowsize=1.2,
+            arrowwidth=2,
             arrowcolor="#777" if dashed else "#333",
         )
 
     for name, attribute in (("book", "in_this_book"), ("instructgpt", "in_instructgpt")):
         fig.add_trace(
             go.Scatter(
-                x=[s.x for s in STAGES], y=[s.y for s in STAGES],
-                mode="markers+text", name=name, visible=(name == view), showlegend=False,
+                x=[s.x for s in STAGES],
+                y=[s.y for s in STAGES],
+                mode="markers+text",
+                name=name,
+                visible=(name == view),
+                showlegend=False,
                 text=[getattr(s, attribute) for s in STAGES],
                 textfont=dict(color="white", size=11),
                 marker=dict(size=1, color="rgba(0,0,0,0)"),
@@ -124,23 +145,46 @@ def pipeline_map(view: str = "book") -> go.Figure:
     # Legend entries for the colours (one invisible point per part).
     for part, colour in PART_COLOURS.items():
         fig.add_trace(
-            go.Scatter(x=[None], y=[None], mode="markers", name=PART_NAMES[part],
-                       marker=dict(size=12, color=colour, symbol="square"), hoverinfo="skip")
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                name=PART_NAMES[part],
+                marker=dict(size=12, color=colour, symbol="square"),
+                hoverinfo="skip",
+            )
         )
 
     n_parts = len(PART_COLOURS)
     buttons = [
-        dict(label="This book's miniature world", method="restyle",
-             args=[{"visible": [True, False] + [True] * n_parts}]),
-        dict(label="InstructGPT (Ouyang et al., 2022)", method="restyle",
-             args=[{"visible": [False, True] + [True] * n_parts}]),
+        dict(
+            label="This book's miniature world",
+            method="restyle",
+            args=[{"visible": [True, False] + [True] * n_parts}],
+        ),
+        dict(
+            label="InstructGPT (Ouyang et al., 2022)",
+            method="restyle",
+            args=[{"visible": [False, True] + [True] * n_parts}],
+        ),
     ]
     fig.update_layout(
-        updatemenus=[dict(type="buttons", direction="right", buttons=buttons,
-                          active=0 if view == "book" else 1, x=0, y=1.16, xanchor="left")],
+        updatemenus=[
+            dict(
+                type="buttons",
+                direction="right",
+                buttons=buttons,
+                active=0 if view == "book" else 1,
+                x=0,
+                y=1.16,
+                xanchor="left",
+            )
+        ],
         xaxis=dict(visible=False, range=[-0.5, 3.5]),
         yaxis=dict(visible=False, range=[-0.45, 2.4]),
-        height=500, margin=dict(l=10, r=10, t=70, b=10), plot_bgcolor="white",
+        height=500,
+        margin=dict(l=10, r=10, t=70, b=10),
+        plot_bgcolor="white",
         legend=dict(orientation="h", y=-0.02, x=0.5, xanchor="center", font=dict(size=11)),
         hoverlabel=dict(align="left"),
     )

@@ -15,7 +15,11 @@ def _drop_duplicate_scripts(app, pagename, templatename, context, doctree):
     # The two copies differ only in filename (None vs ""), so compare what is rendered.
     seen, unique = set(), []
     for script in context.get("script_files", []):
-        rendered = (script.filename or "", script.priority, tuple(sorted(script.attributes.items())))
+        rendered = (
+            script.filename or "",
+            script.priority,
+            tuple(sorted(script.attributes.items())),
+        )
         if rendered not in seen:
             seen.add(rendered)
             unique.append(script)

