@@ -1,20 +1,33 @@
-"""PPO for language models (Chapter 5): the numerical core.
+"""PPO for language models (Chapter 5).
 
-Written to be read next to CleanRL's ``ppo.py`` and TRL's former ``PPOTrainer``. This part holds
-the pure functions every PPO step uses, each checked two ways in ``tests/test_ppo_math.py``:
+Written to be read next to CleanRL's ``ppo.py`` and TRL's former ``PPOTrainer`` (removed in trl
+1.13), and logging under the metric names TRL's PPO used. The module has two halves.
+
+**The numerical core**: pure functions, each checked two ways in ``tests/test_ppo_math.py``:
 
 - :func:`whiten` normalises advantages (optionally over masked tokens only);
 - :func:`kl_estimate` estimates the per-token KL between the policy and the reference;
 - :func:`compute_gae` computes generalised advantage estimates (Schulman et al., 2016), written as
   one matrix product; :func:`compute_gae_loop` is the textbook backward loop it must equal.
 
+**The training loop**: :class:`PPOConfig` (every hyper-parameter, checked) and :class:`PPOTrainer`,
+whose :meth:`PPOTrainer.step` is one PPO iteration in numbered steps: 1. roll out, 2. score,
+3. per-token rewards with the KL penalty, 4. advantages, 5. several epochs of clipped updates,
+6. metrics.
+
 Shapes: ``[B, T]`` = (batch of responses, response tokens). ``mask`` is 1 for real response tokens
-and 0 for padding.
+(up to and including the first end-of-sequence token) and 0 for padding.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 
 KL_KINDS = ("k1", "k2", "k3")
 
@@ -133,3 +146,362 @@ def _check_gae_inputs(rewards, values, gamma, lam, mask) -> None:
     for name, value in (("gamma", gamma), ("lam", lam)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1], got {value}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PPOConfig:
+    """Every hyper-parameter of a PPO-RLHF run, grouped by purpose as TRL's ``PPOConfig`` was."""
+
+    # rollouts
+    total_steps: int = 40  # PPO iterations; each is one rollout and several update epochs
+    batch_size: int = 32  # prompts per rollout: more gives steadier advantages, costs time
+    mini_batch_size: int = 8  # the rollout is split into minibatches for the updates
+    ppo_epochs: int = 4  # passes over each rollout: reuse samples while the ratio stays near 1
+    max_new_tokens: int = 24  # response length cap; a review ends well within it
+    temperature: float = 1.0  # sampling temperature, also applied to the log-probabilities
+    # reward
+    kl_coef: float = 0.05  # β: the price of one nat of KL to the reference, per token
+    kl_estimator: str = "k1"  # which estimator enters the reward: k1 (TRL's default), k2, k3
+    target_kl: float | None = None  # if set, adapt β towards this KL (Ziegler et al., 2019)
+    kl_horizon: int = 10_000  # the adaptive controller's horizon, in samples
+    missing_eos_penalty: float | None = 1.0  # subtracted from the score of a review never ended
+    # advantages
+    gamma: float = 1.0  # no discount within a response: the reward comes at its end anyway
+    lam: float = 0.95  # GAE's bias-variance trade-off
+    # optimisation
+    learning_rate: float = 3e-4  # Adam on a ~1M-parameter policy; large models use ~1e-6
+    cliprange: float = 0.2  # ε of the clipped surrogate objective
+    cliprange_value: float = 0.2  # the same clipping for the value function
+    vf_coef: float = 0.1  # weight of the value loss in the joint loss
+    entropy_coef: float = 0.0  # an entropy bonus; the KL penalty already keeps entropy up
+    max_grad_norm: float = 1.0  # clip the global gradient norm: one bad minibatch cannot derail
+    seed: int = 0
+
+    def __post_init__(self):
+        positive = ("total_steps", "batch_size", "mini_batch_size", "ppo_epochs",
+                    "max_new_tokens", "temperature", "learning_rate", "cliprange",
+                    "cliprange_value", "max_grad_norm", "kl_horizon")  # fmt: skip
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"PPOConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("kl_coef", "vf_coef", "entropy_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"PPOConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.batch_size % self.mini_batch_size:
+            raise ValueError(
+                f"PPOConfig.batch_size={self.batch_size} must be divisible by "
+                f"mini_batch_size={self.mini_batch_size}: each rollout is split into equal parts."
+            )
+        if self.kl_estimator not in KL_KINDS:
+            raise ValueError(f"PPOConfig.kl_estimator must be one of {KL_KINDS}")
+        if self.target_kl is not None and self.target_kl <= 0:
+            raise ValueError(f"PPOConfig.target_kl must be > 0 or None, got {self.target_kl}")
+        for name in ("gamma", "lam"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"PPOConfig.{name} must lie in [0, 1]")
+
+
+class AdaptiveKLController:
+    """β follows the measured KL towards ``target`` (Ziegler et al., 2019): a proportional
+    controller whose error is clipped to ±20% so one noisy batch cannot swing β."""
+
+    def __init__(self, init_kl_coef: float, target: float, horizon: int):
+        self.value, self.target, self.horizon = init_kl_coef, target, horizon
+
+    def update(self, current_kl: float, n_samples: int) -> None:
+        error = min(max(current_kl / self.target - 1, -0.2), 0.2)
+        self.value *= 1 + error * n_samples / self.horizon
+
+
+def response_mask(responses: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """1 for each response token up to and including the first EOS, 0 after it."""
+    is_eos = (responses == eos_token_id).long()
+    eos_seen_before = is_eos.cumsum(1) - is_eos  # EOS tokens strictly before each position
+    return (eos_seen_before == 0).long()
+
+
+def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    # Left-padded prompts: positions count real tokens only, as generate() counts them.
+    return (attention_mask.cumsum(1) - 1).clamp(min=0)
+
+
+def _disable_dropout(model: torch.nn.Module) -> None:
+    # PPO compares log-probs of the same tokens across passes: dropout noise would bias the ratio.
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+class PPOTrainer:
+    """PPO against a reward function, with a per-token KL penalty to a frozen reference policy.
+
+    - ``policy``: a causal LM (``AutoModelForCausalLM``), trained; ``ref_policy``: a frozen copy;
+    - ``value_model``: an ``AutoModelForSequenceClassification`` with ``num_labels=1`` whose head
+      is applied to every token. It is a separate network (as in InstructGPT and TRL's PPO),
+      initialised from the reward model, which already knows what a good review looks like; a
+      shared trunk would save compute but lets value-loss gradients disturb the policy;
+    - ``reward_fn(texts) -> Tensor[B]``: the proxy reward (the reward model) of full texts;
+    - ``gold_fn(texts) -> list[float]`` (optional): the hidden gold preference, logged as
+      ``gold/score`` and never used for training.
+
+    ``history`` holds one dict of metrics per finished step, under TRL's PPO names; it survives
+    an exception, so an aborted run keeps what it measured.
+    """
+
+    def __init__(
+        self,
+        config: PPOConfig,
+        policy,
+        ref_policy,
+        value_model,
+        tokenizer,
+        prompts: list[str],
+        reward_fn: Callable,
+        gold_fn: Callable | None = None,
+    ):
+        if not prompts:
+            raise ValueError("PPOTrainer needs at least one prompt")
+        if getattr(value_model.config, "num_labels", None) != 1:
+            raise ValueError("value_model must have num_labels=1 (one value per token)")
+        if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer needs eos_token_id and pad_token_id set")
+        self.config, self.tokenizer = config, tokenizer
+        self.policy, self.ref_policy, self.value_model = policy, ref_policy, value_model
+        self.reward_fn, self.gold_fn, self.prompts = reward_fn, gold_fn, list(prompts)
+        self.device = next(policy.parameters()).device
+        for model in (policy, ref_policy, value_model):
+            _disable_dropout(model)
+        ref_policy.eval().requires_grad_(False)
+        self.kl_controller = (
+            AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
+            if config.target_kl is not None
+            else None
+        )
+        params = [*policy.parameters(), *value_model.parameters()]
+        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, eps=1e-5)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.history: list[dict] = []
+        max_positions = getattr(policy.config, "n_positions", None) or getattr(
+            policy.config, "max_position_embeddings", None
+        )
+        longest = max(len(tokenizer(p)["input_ids"]) for p in self.prompts)
+        if max_positions and longest + config.max_new_tokens > max_positions:
+            raise ValueError(
+                f"the longest prompt ({longest} tokens) plus max_new_tokens="
+                f"{config.max_new_tokens} exceeds the policy's context of {max_positions} "
+                "positions: shorten the prompts or lower max_new_tokens."
+            )
+
+    @property
+    def kl_coef(self) -> float:
+        return self.kl_controller.value if self.kl_controller else self.config.kl_coef
+
+    # -- forward passes ------------------------------------------------------------------------
+
+    def _logprobs_and_entropy(self, model, input_ids, attention_mask, context_length):
+        logits = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=_position_ids(attention_mask),
+        ).logits[:, context_length - 1 : -1]  # the logits that predicted each response token
+        logits = logits / self.config.temperature
+        logprobs_all = F.log_softmax(logits, dim=-1)  # (B, T, vocab)
+        responses = input_ids[:, context_length:]
+        logprobs = logprobs_all.gather(-1, responses.unsqueeze(-1)).squeeze(-1)  # (B, T)
+        entropy = -(logprobs_all.exp() * logprobs_all).sum(-1)  # (B, T)
+        return logprobs, entropy
+
+    def _values(self, input_ids, attention_mask, context_length):
+        backbone = getattr(self.value_model, self.value_model.base_model_prefix)
+        hidden = backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=_position_ids(attention_mask),
+        ).last_hidden_state  # (B, L, hidden)
+        values = self.value_model.score(hidden).squeeze(-1)  # (B, L): the head on every token
+        return values[:, context_length - 1 : -1]  # the value of the state before each token
+
+    # -- one PPO iteration ---------------------------------------------------------------------
+
+    def _next_prompts(self) -> list[str]:
+        order = torch.randint(
+            len(self.prompts), (self.config.batch_size,), generator=self.generator
+        )
+        return [self.prompts[i] for i in order.tolist()]
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], greedy: bool = False):
+        """Sample responses: ``(input_ids, attention_mask, context_length, texts)``."""
+        tok, cfg = self.tokenizer, self.config
+        query = tok(prompts, return_tensors="pt", padding=True).to(self.device)  # left padded
+        context_length = query["input_ids"].shape[1]
+        output = self.policy.generate(
+            **query,
+            do_sample=not greedy,
+            temperature=cfg.temperature if not greedy else None,
+            top_k=0 if not greedy else None,
+            top_p=1.0 if not greedy else None,
+            max_new_tokens=cfg.max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        responses = output[:, context_length:]
+        mask = response_mask(responses, tok.eos_token_id)
+        responses = responses.masked_fill(mask == 0, tok.pad_token_id)
+        input_ids = torch.cat([query["input_ids"], responses], 1)
+        attention_mask = torch.cat([query["attention_mask"], mask], 1)
+        texts = [
+            prompt + tok.decode(r[m.bool()], skip_special_tokens=True)
+            for prompt, r, m in zip(prompts, responses, mask, strict=True)
+        ]
+        return input_ids, attention_mask, context_length, texts
+
+    def step(self) -> dict:
+        cfg, tok = self.config, self.tokenizer
+        started = time.perf_counter()
+
+        # 1. Roll out: sample a response for each prompt; log-probs under policy and reference.
+        self.policy.eval()
+        input_ids, attention_mask, ctx, texts = self.generate(self._next_prompts())
+        mask = attention_mask[:, ctx:].float()  # (B, T) response tokens
+        with torch.no_grad():
+            logprobs, entropy = self._logprobs_and_entropy(
+                self.policy, input_ids, attention_mask, ctx
+            )
+            ref_logprobs, _ = self._logprobs_and_entropy(
+                self.ref_policy, input_ids, attention_mask, ctx
+            )
+            values = self._values(input_ids, attention_mask, ctx)
+
+        # 2. Score the full texts with the reward model (the gold score is only logged, in 6.).
+        with torch.no_grad():
+            scores = torch.as_tensor(self.reward_fn(texts), dtype=torch.float32).to(self.device)
+        if scores.shape != (len(texts),):
+            raise ValueError(f"reward_fn must return one score per text, got {tuple(scores.shape)}")
+        if not torch.isfinite(scores).all():
+            bad = [t for t, s in zip(texts, scores.tolist(), strict=True) if not math.isfinite(s)]
+            raise FloatingPointError(
+                f"the reward function returned NaN or inf at PPO step {len(self.history) + 1} "
+                f"(for example for {bad[0]!r}). The run stopped before updating the policy; "
+                f"the {len(self.history)} finished steps are kept in trainer.history."
+            )
+        ended = (input_ids[:, ctx:] == tok.eos_token_id).any(1)
+        if cfg.missing_eos_penalty is not None:
+            scores = torch.where(ended, scores, scores - cfg.missing_eos_penalty)
+
+        # 3. Per-token rewards: -β·KL on every token, the score added on the last one.
+        kl = kl_estimate(logprobs, ref_logprobs, cfg.kl_estimator) * mask
+        non_score_reward = -self.kl_coef * kl
+        rewards = non_score_reward.clone()
+        last = mask.sum(1).long() - 1
+        rewards[torch.arange(len(texts)), last] += scores
+
+        # 4. Advantages by GAE, whitened over the real tokens.
+        advantages, returns = compute_gae(rewards, values, cfg.gamma, cfg.lam, mask)
+        advantages = whiten(advantages, mask=mask)
+
+        # 5. Several epochs of clipped updates over minibatches of the rollout.
+        self.policy.train()
+        stats = {k: [] for k in ("pg_loss", "vf_loss", "approxkl", "clipfrac", "vf_clipfrac",
+                                 "entropy", "ratio")}  # fmt: skip
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(len(texts), generator=self.generator)
+            for mb in order.split(cfg.mini_batch_size):
+                mb_mask = mask[mb]
+                new_logprobs, new_entropy = self._logprobs_and_entropy(
+                    self.policy, input_ids[mb], attention_mask[mb], ctx
+                )
+                new_values = self._values(input_ids[mb], attention_mask[mb], ctx)
+                log_ratio = (new_logprobs - logprobs[mb]) * mb_mask
+                ratio = log_ratio.exp()
+                pg_losses = -advantages[mb] * ratio
+                pg_losses_clipped = -advantages[mb] * ratio.clamp(
+                    1 - cfg.cliprange, 1 + cfg.cliprange
+                )
+                pg_loss = masked_mean(torch.max(pg_losses, pg_losses_clipped), mb_mask)
+                values_clipped = values[mb] + (new_values - values[mb]).clamp(
+                    -cfg.cliprange_value, cfg.cliprange_value
+                )
+                vf_losses = torch.max(
+                    (new_values - returns[mb]) ** 2, (values_clipped - returns[mb]) ** 2
+                )
+                vf_loss = 0.5 * masked_mean(vf_losses, mb_mask)
+                mean_entropy = masked_mean(new_entropy, mb_mask)
+                loss = pg_loss + cfg.vf_coef * vf_loss - cfg.entropy_coef * mean_entropy
+
+                self.optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(
+                    [p for g in self.optimizer.param_groups for p in g["params"]],
+                    cfg.max_grad_norm,
+                )
+                self.optimizer.step()
+                with torch.no_grad():
+                    stats["pg_loss"].append(pg_loss.item())
+                    stats["vf_loss"].append(vf_loss.item())
+                    stats["approxkl"].append(0.5 * masked_mean(log_ratio**2, mb_mask).item())
+                    clipped = (pg_losses_clipped > pg_losses).float()
+                    stats["clipfrac"].append(masked_mean(clipped, mb_mask).item())
+                    vf_clipped = (values_clipped - returns[mb]) ** 2 > (
+                        new_values - returns[mb]
+                    ) ** 2
+                    stats["vf_clipfrac"].append(masked_mean(vf_clipped.float(), mb_mask).item())
+                    stats["entropy"].append(mean_entropy.item())
+                    stats["ratio"].append(masked_mean(ratio, mb_mask).item())
+
+        # 6. Metrics, under the names TRL's PPO logged.
+        mean_kl = kl.sum(1).mean().item()
+        metrics = {
+            "step": len(self.history) + 1,
+            "episode": (len(self.history) + 1) * len(texts),
+            "objective/kl": mean_kl,
+            "objective/entropy": (entropy * mask).sum(1).mean().item(),
+            "objective/non_score_reward": non_score_reward.sum(1).mean().item(),
+            "objective/rlhf_reward": (scores + non_score_reward.sum(1)).mean().item(),
+            "objective/scores": scores.mean().item(),
+            "objective/kl_coef": self.kl_coef,
+            "policy/approxkl_avg": _mean(stats["approxkl"]),
+            "policy/clipfrac_avg": _mean(stats["clipfrac"]),
+            "policy/entropy_avg": _mean(stats["entropy"]),
+            "loss/policy_avg": _mean(stats["pg_loss"]),
+            "loss/value_avg": _mean(stats["vf_loss"]),
+            "val/clipfrac_avg": _mean(stats["vf_clipfrac"]),
+            "val/ratio": _mean(stats["ratio"]),
+            "val/ratio_var": float(torch.tensor(stats["ratio"]).var())
+            if len(stats["ratio"]) > 1
+            else 0.0,
+            "val/num_eos_tokens": int(ended.sum()),
+            "response/length": mask.sum(1).mean().item(),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        if self.gold_fn is not None:
+            metrics["gold/score"] = float(
+                torch.tensor(self.gold_fn(texts), dtype=torch.float64).mean()
+            )
+        if self.kl_controller is not None:
+            self.kl_controller.update(mean_kl, len(texts))
+        metrics["time/step_seconds"] = time.perf_counter() - started
+        self.history.append(metrics)
+        return metrics
+
+    def train(self, progress: bool = True) -> list[dict]:
+        """Run ``config.total_steps`` PPO iterations; returns (and keeps) the history."""
+        from rlhf_lib.notebook import progress as progress_bar
+
+        bar = progress_bar(range(self.config.total_steps), desc="PPO", disable=not progress)
+        for _ in bar:
+            metrics = self.step()
+            bar.set_postfix(
+                reward=f"{metrics['objective/scores']:.2f}", kl=f"{metrics['objective/kl']:.2f}"
+            )
+        bar.close()
+        return self.history
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")

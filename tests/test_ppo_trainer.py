@@ -1,0 +1,114 @@
+"""The PPO loop on a tiny random GPT-2: it learns a toy reward, logs TRL's metric names, starts at
+KL = 0, refuses impossible configs and stops cleanly on a NaN reward."""
+
+import copy
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+
+from rlhf_lib.ppo import AdaptiveKLController, PPOConfig, PPOTrainer, response_mask
+from rlhf_lib.reviews import train_tokenizer
+
+PROMPTS = ["the film was", "i thought the acting", "the plot", "what a"]
+TRL_NAMES = ("objective/kl", "objective/entropy", "objective/non_score_reward",
+             "objective/rlhf_reward", "objective/scores", "policy/approxkl_avg",
+             "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg", "val/ratio")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = ["the film was good and the acting was great.", "the plot was not bad at all."] * 50
+    return train_tokenizer(texts, vocab_size=300)
+
+
+def tiny_models(tokenizer, seed=0):
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=32, n_embd=32, n_layer=1, n_head=2,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, num_labels=1,
+    )  # fmt: skip
+    policy = GPT2LMHeadModel(config)
+    value = GPT2ForSequenceClassification(config)
+    return policy, copy.deepcopy(policy), value
+
+
+def count_letter_e(texts):
+    return torch.tensor([t.count("e") / max(len(t), 1) * 10 for t in texts])
+
+
+def make_trainer(tokenizer, reward_fn=count_letter_e, **overrides):
+    config = PPOConfig(**({"total_steps": 3, "batch_size": 8, "mini_batch_size": 4,
+                           "max_new_tokens": 8} | overrides))  # fmt: skip
+    policy, ref, value = tiny_models(tokenizer, config.seed)
+    return PPOTrainer(config, policy, ref, value, tokenizer, PROMPTS, reward_fn,
+                      gold_fn=lambda texts: [float(len(t)) for t in texts])  # fmt: skip
+
+
+def test_first_step_starts_at_zero_kl_and_logs_trl_names(tokenizer):
+    trainer = make_trainer(tokenizer)
+    first = trainer.step()
+    assert first["objective/kl"] == 0.0  # policy == reference before any update
+    for name in (*TRL_NAMES, "gold/score"):
+        assert name in first, name
+    assert abs(first["val/ratio"] - 1) < 0.1  # early updates stay near the old policy
+    assert len(trainer.history) == 1
+
+
+def test_ppo_learns_a_toy_reward(tokenizer):
+    trainer = make_trainer(
+        tokenizer, total_steps=20, batch_size=16, mini_batch_size=8, kl_coef=0.0,
+        learning_rate=3e-3, missing_eos_penalty=None,
+    )  # fmt: skip
+    history = trainer.train(progress=False)
+    start = sum(h["objective/scores"] for h in history[:3]) / 3
+    end = sum(h["objective/scores"] for h in history[-3:]) / 3
+    assert end > 1.3 * start, (start, end)  # a clear rise, not noise
+    assert history[-1]["objective/kl"] > 0  # it moved away from the reference
+
+
+def test_nan_reward_stops_with_history_intact(tokenizer):
+    calls = {"n": 0}
+
+    def reward_that_breaks(texts):
+        calls["n"] += 1
+        scores = count_letter_e(texts)
+        return scores if calls["n"] < 3 else scores * float("nan")
+
+    trainer = make_trainer(tokenizer, reward_fn=reward_that_breaks)
+    trainer.step(), trainer.step()
+    before = [p.clone() for p in trainer.policy.parameters()]
+    with pytest.raises(FloatingPointError, match="2 finished steps are kept"):
+        trainer.step()
+    assert len(trainer.history) == 2
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters(), strict=True))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("kl_coef", -0.1), ("cliprange", 0.0), ("mini_batch_size", 3), ("gamma", 1.5),
+     ("kl_estimator", "k9"), ("target_kl", -1.0), ("ppo_epochs", 0)],
+)  # fmt: skip
+def test_impossible_config_names_the_field(field, value):
+    with pytest.raises(ValueError, match=field if field != "mini_batch_size" else "batch_size"):
+        PPOConfig(**{field: value})
+
+
+def test_prompt_longer_than_context_is_refused(tokenizer):
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        make_trainer(tokenizer, max_new_tokens=30)
+
+
+def test_response_mask_stops_after_first_eos():
+    responses = torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8], [2, 9, 9, 9]])
+    expected = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    assert torch.equal(response_mask(responses, eos_token_id=2), expected)
+
+
+def test_adaptive_kl_controller_moves_beta_towards_target():
+    controller = AdaptiveKLController(0.1, target=6.0, horizon=1000)
+    controller.update(current_kl=12.0, n_samples=100)  # too much KL: raise the price
+    assert controller.value == pytest.approx(0.1 * (1 + 0.2 * 0.1))
+    controller.update(current_kl=1.0, n_samples=100)  # too little: lower it
+    assert controller.value < 0.1 * (1 + 0.2 * 0.1)
