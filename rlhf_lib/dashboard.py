@@ -1,0 +1,131 @@
+"""The reward/KL dashboard of Chapter 5: PPO's metrics over steps, several runs overlaid.
+
+:func:`ppo_dashboard` is a pure function that returns one plotly figure. Its buttons choose the
+metric (they work on the static website, with no kernel); every run is one line; on the KL panel
+the 0–10 nats band that the report asks PPO to stay within is shaded. :func:`dashboard_widget`
+wraps the same function in ipywidgets for Binder/Colab, adding a metric picker and smoothing.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+# metric name -> label on the dashboard, in the order of its buttons
+DASHBOARD_METRICS = {
+    "objective/scores": "Mean reward-model score",
+    "objective/kl": "KL to the reference (nats per response)",
+    "objective/rlhf_reward": "RLHF reward (score − β·KL)",
+    "gold/score": "Mean gold score (hidden preference)",
+    "objective/entropy": "Entropy (nats per response)",
+    "policy/clipfrac_avg": "Fraction of clipped ratios",
+    "policy/approxkl_avg": "Approximate KL between updates",
+    "loss/value_avg": "Value loss",
+}
+KL_BAND = (0.0, 10.0)  # the range the report asks KL to stay within
+RUN_COLOURS = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#9D755D")
+
+
+def smooth(values: list[float], weight: float) -> list[float]:
+    """Exponential moving average, as TensorBoard's smoothing slider (weight in [0, 1))."""
+    if not 0 <= weight < 1:
+        raise ValueError(f"smoothing weight must lie in [0, 1), got {weight}")
+    smoothed, last = [], None
+    for value in values:
+        last = value if last is None else weight * last + (1 - weight) * value
+        smoothed.append(last)
+    return smoothed
+
+
+def _check_runs(runs: dict[str, list[dict]]) -> None:
+    if not runs:
+        raise ValueError("ppo_dashboard needs at least one run: {name: PPOTrainer.history}")
+    for name, history in runs.items():
+        if not history:
+            raise ValueError(f"run {name!r} has an empty history: train it for at least one step")
+
+
+def ppo_dashboard(
+    runs: dict[str, list[dict]],
+    metrics: list[str] | None = None,
+    smoothing: float = 0.0,
+    title: str = "PPO training",
+) -> go.Figure:
+    """One figure of PPO metrics over steps: ``runs`` maps a run's name to its history.
+
+    Buttons switch between ``metrics`` (default: those of :data:`DASHBOARD_METRICS` that the runs
+    logged). On the KL view the band 0–10 nats is shaded.
+    """
+    _check_runs(runs)
+    logged = set().union(*(history[0].keys() for history in runs.values()))
+    metrics = metrics or [m for m in DASHBOARD_METRICS if m in logged]
+    missing = [m for m in metrics if m not in logged]
+    if missing:
+        raise ValueError(f"no run logged {missing}; available: {sorted(logged)}")
+
+    fig = go.Figure()
+    for m_index, metric in enumerate(metrics):
+        for r_index, (name, history) in enumerate(runs.items()):
+            steps = [h["step"] for h in history if metric in h]
+            values = smooth([h[metric] for h in history if metric in h], smoothing)
+            fig.add_trace(
+                go.Scatter(
+                    x=steps, y=values, mode="lines", name=name, legendgroup=name,
+                    visible=m_index == 0, showlegend=True,
+                    line=dict(color=RUN_COLOURS[r_index % len(RUN_COLOURS)], width=2),
+                    hovertemplate=f"{name}<br>step %{{x}}<br>%{{y:.3f}}<extra></extra>",
+                )
+            )  # fmt: skip
+
+    def band(metric):
+        if metric != "objective/kl":
+            return []
+        return [dict(type="rect", xref="paper", x0=0, x1=1, yref="y", y0=KL_BAND[0],
+                     y1=KL_BAND[1], fillcolor="#54A24B", opacity=0.12, line_width=0,
+                     layer="below")]  # fmt: skip
+
+    n_runs = len(runs)
+    buttons = []
+    for m_index, metric in enumerate(metrics):
+        visible = [i // n_runs == m_index for i in range(len(metrics) * n_runs)]
+        label = DASHBOARD_METRICS.get(metric, metric)
+        buttons.append(
+            dict(label=metric, method="update",
+                 args=[{"visible": visible}, {"shapes": band(metric), "yaxis.title.text": label}])
+        )  # fmt: skip
+    first = metrics[0]
+    fig.update_layout(
+        title=title,
+        shapes=band(first),
+        xaxis_title="PPO step",
+        yaxis_title=DASHBOARD_METRICS.get(first, first),
+        updatemenus=[dict(type="dropdown", buttons=buttons, x=1.0, xanchor="right", y=1.15)],
+        height=420,
+        margin=dict(t=80),
+        legend=dict(orientation="h", y=-0.2),
+    )
+    return fig
+
+
+def dashboard_widget(runs: dict[str, list[dict]]):
+    """Live version (Binder/Colab): pick a metric and a smoothing weight; redraws the figure."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    _check_runs(runs)
+    logged = set().union(*(history[0].keys() for history in runs.values()))
+    options = [m for m in DASHBOARD_METRICS if m in logged]
+    metric = widgets.Dropdown(options=options, description="metric")
+    weight = widgets.FloatSlider(
+        0.0, min=0.0, max=0.95, step=0.05, description="smoothing", continuous_update=False
+    )
+    output = widgets.Output()
+
+    def redraw(_=None):
+        with output:
+            output.clear_output(wait=True)
+            display(ppo_dashboard(runs, [metric.value], smoothing=weight.value))
+
+    metric.observe(redraw, "value")
+    weight.observe(redraw, "value")
+    redraw()
+    return widgets.VBox([widgets.HBox([metric, weight]), output])

@@ -1,0 +1,49 @@
+"""The reward/KL dashboard: one trace per (metric, run), buttons that switch metric, KL band."""
+
+import pytest
+
+from rlhf_lib.dashboard import KL_BAND, dashboard_widget, ppo_dashboard, smooth
+
+
+def fake_history(n=5, scale=1.0):
+    return [
+        {"step": s, "objective/scores": scale * s, "objective/kl": 0.5 * s,
+         "policy/clipfrac_avg": 0.1}
+        for s in range(1, n + 1)
+    ]  # fmt: skip
+
+
+def test_dashboard_structure():
+    runs = {"β=0.05": fake_history(), "β=0": fake_history(scale=2)}
+    fig = ppo_dashboard(runs)
+    metrics = [b.label for b in fig.layout.updatemenus[0].buttons]
+    assert metrics == ["objective/scores", "objective/kl", "policy/clipfrac_avg"]
+    assert len(fig.data) == len(metrics) * len(runs)
+    assert [t.visible for t in fig.data[:2]] == [True, True] and not fig.data[2].visible
+    kl_button = fig.layout.updatemenus[0].buttons[1]
+    shapes = kl_button.args[1]["shapes"]
+    assert (shapes[0]["y0"], shapes[0]["y1"]) == KL_BAND
+    assert kl_button.args[0]["visible"] == [False, False, True, True, False, False]
+    assert list(fig.data[1].y) == [2.0 * s for s in range(1, 6)]
+
+
+def test_dashboard_bad_input():
+    with pytest.raises(ValueError, match="at least one run"):
+        ppo_dashboard({})
+    with pytest.raises(ValueError, match="empty history"):
+        ppo_dashboard({"a": []})
+    with pytest.raises(ValueError, match="no run logged"):
+        ppo_dashboard({"a": fake_history()}, metrics=["gold/score"])
+
+
+def test_smoothing():
+    assert smooth([1.0, 1.0, 1.0], 0.9) == [1.0, 1.0, 1.0]
+    assert smooth([0.0, 10.0], 0.5) == [0.0, 5.0]
+    assert smooth([3.0, 4.0], 0.0) == [3.0, 4.0]
+    with pytest.raises(ValueError):
+        smooth([1.0], 1.0)
+
+
+def test_widget_builds():
+    box = dashboard_widget({"run": fake_history()})
+    assert len(box.children) == 2
