@@ -1,8 +1,9 @@
 """Open every page of the built website in headless Chromium, as a reader would.
 
 Run after the book build (`make browser`, part of `make test`). For each page it asserts that no
-JavaScript error was raised, no local resource failed to load, every image loaded and every plotly
-figure drew its SVG. A full-page screenshot of each page is saved in _build/screenshots/.
+JavaScript error was raised, no local resource failed to load, every image loaded, every formula
+was typeset by MathJax and every plotly figure drew its SVG. A full-page screenshot of each page is
+saved in _build/screenshots/.
 """
 
 from __future__ import annotations
@@ -115,6 +116,13 @@ def test_page_renders(browser, site_url, page_path):
             timeout=30_000,
         )
     drawn = page.locator("div.plotly-graph-div:has(svg.main-svg)").count()
+    n_formulas = page.locator(".math").count()
+    if n_formulas:  # MathJax (served with the site) typesets every formula
+        page.wait_for_function(
+            "n => document.querySelectorAll('.math mjx-container').length >= n",
+            arg=n_formulas,
+            timeout=30_000,
+        )
     broken_images = page.evaluate(
         "[...document.images].filter(img => !img.complete || img.naturalWidth === 0)"
         ".map(img => img.src)"
