@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -146,6 +147,53 @@ def _check_gae_inputs(rewards, values, gamma, lam, mask) -> None:
     for name, value in (("gamma", gamma), ("lam", lam)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1], got {value}")
+
+
+def clipped_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange: float,
+) -> tuple[torch.Tensor, dict]:
+    """PPO's clipped surrogate loss, ``-min(ρ·A, clip(ρ, 1−ε, 1+ε)·A)`` averaged over tokens.
+
+    ``ρ = exp(logprobs − old_logprobs)`` is the probability ratio of each sampled token under the
+    policy being updated and the policy that sampled it. Once ρ leaves ``[1−ε, 1+ε]`` in the
+    direction the advantage favours, the loss is flat in ρ: no gradient pushes further, which is
+    the "proximal" in PPO. Also returns ``approxkl``, ``clipfrac`` and the mean ``ratio``.
+    """
+    log_ratio = (logprobs - old_logprobs) * mask
+    ratio = log_ratio.exp()
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - cliprange, 1 + cliprange)
+    loss = masked_mean(torch.max(unclipped, clipped), mask)
+    with torch.no_grad():
+        stats = {
+            "approxkl": 0.5 * masked_mean(log_ratio**2, mask).item(),
+            "clipfrac": masked_mean((clipped > unclipped).float(), mask).item(),
+            "ratio": masked_mean(ratio, mask).item(),
+        }
+    return loss, stats
+
+
+def clipped_value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange_value: float,
+) -> tuple[torch.Tensor, float]:
+    """Half the squared error to the returns, with the new values clipped to within
+    ``cliprange_value`` of the old ones (the pessimistic maximum of the two, as in PPO2/TRL).
+    Also returns the fraction of tokens where the clipped error was the larger."""
+    values_clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
+    errors = (values - returns) ** 2
+    errors_clipped = (values_clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.max(errors, errors_clipped), mask)
+    with torch.no_grad():
+        clipfrac = masked_mean((errors_clipped > errors).float(), mask).item()
+    return loss, clipfrac
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +332,8 @@ class PPOTrainer:
         )
         params = [*policy.parameters(), *value_model.parameters()]
         self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, eps=1e-5)
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)  # prompts and minibatches
+        torch.manual_seed(config.seed)  # sampling in generate(): same seed, same run
         self.history: list[dict] = []
         max_positions = getattr(policy.config, "n_positions", None) or getattr(
             policy.config, "max_position_embeddings", None
@@ -407,8 +456,7 @@ class PPOTrainer:
 
         # 5. Several epochs of clipped updates over minibatches of the rollout.
         self.policy.train()
-        stats = {k: [] for k in ("pg_loss", "vf_loss", "approxkl", "clipfrac", "vf_clipfrac",
-                                 "entropy", "ratio")}  # fmt: skip
+        stats = defaultdict(list)  # per-minibatch values, averaged in 6.
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(len(texts), generator=self.generator)
             for mb in order.split(cfg.mini_batch_size):
@@ -417,20 +465,12 @@ class PPOTrainer:
                     self.policy, input_ids[mb], attention_mask[mb], ctx
                 )
                 new_values = self._values(input_ids[mb], attention_mask[mb], ctx)
-                log_ratio = (new_logprobs - logprobs[mb]) * mb_mask
-                ratio = log_ratio.exp()
-                pg_losses = -advantages[mb] * ratio
-                pg_losses_clipped = -advantages[mb] * ratio.clamp(
-                    1 - cfg.cliprange, 1 + cfg.cliprange
+                pg_loss, pg_stats = clipped_policy_loss(
+                    new_logprobs, logprobs[mb], advantages[mb], mb_mask, cfg.cliprange
                 )
-                pg_loss = masked_mean(torch.max(pg_losses, pg_losses_clipped), mb_mask)
-                values_clipped = values[mb] + (new_values - values[mb]).clamp(
-                    -cfg.cliprange_value, cfg.cliprange_value
+                vf_loss, vf_clipfrac = clipped_value_loss(
+                    new_values, values[mb], returns[mb], mb_mask, cfg.cliprange_value
                 )
-                vf_losses = torch.max(
-                    (new_values - returns[mb]) ** 2, (values_clipped - returns[mb]) ** 2
-                )
-                vf_loss = 0.5 * masked_mean(vf_losses, mb_mask)
                 mean_entropy = masked_mean(new_entropy, mb_mask)
                 loss = pg_loss + cfg.vf_coef * vf_loss - cfg.entropy_coef * mean_entropy
 
@@ -441,18 +481,12 @@ class PPOTrainer:
                     cfg.max_grad_norm,
                 )
                 self.optimizer.step()
-                with torch.no_grad():
-                    stats["pg_loss"].append(pg_loss.item())
-                    stats["vf_loss"].append(vf_loss.item())
-                    stats["approxkl"].append(0.5 * masked_mean(log_ratio**2, mb_mask).item())
-                    clipped = (pg_losses_clipped > pg_losses).float()
-                    stats["clipfrac"].append(masked_mean(clipped, mb_mask).item())
-                    vf_clipped = (values_clipped - returns[mb]) ** 2 > (
-                        new_values - returns[mb]
-                    ) ** 2
-                    stats["vf_clipfrac"].append(masked_mean(vf_clipped.float(), mb_mask).item())
-                    stats["entropy"].append(mean_entropy.item())
-                    stats["ratio"].append(masked_mean(ratio, mb_mask).item())
+                stats["pg_loss"].append(pg_loss.item())
+                stats["vf_loss"].append(vf_loss.item())
+                stats["vf_clipfrac"].append(vf_clipfrac)
+                stats["entropy"].append(mean_entropy.item())
+                for name, value in pg_stats.items():
+                    stats[name].append(value)
 
         # 6. Metrics, under the names TRL's PPO logged.
         mean_kl = kl.sum(1).mean().item()

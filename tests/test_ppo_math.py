@@ -121,3 +121,36 @@ def test_bradley_terry_loss_bad_input():
         bradley_terry_loss(torch.zeros(3), torch.zeros(2))
     with pytest.raises(ValueError, match="at least one pair"):
         bradley_terry_loss(torch.zeros(0), torch.zeros(0))
+
+
+def test_clipped_policy_loss_has_no_gradient_outside_the_clip_region():
+    from rlhf_lib.ppo import clipped_policy_loss
+
+    old = torch.zeros(1, 4, dtype=torch.float64)
+    # ratios 1.5 and 0.5 lie outside [0.8, 1.2]; 1.1 and 0.9 inside.
+    new = torch.log(torch.tensor([[1.5, 0.5, 1.1, 0.9]], dtype=torch.float64)).requires_grad_()
+    advantages = torch.tensor([[1.0, -1.0, 1.0, -1.0]], dtype=torch.float64)
+    mask = torch.ones_like(old)
+    loss, stats = clipped_policy_loss(new, old, advantages, mask, cliprange=0.2)
+    loss.backward()
+    # Outside the region in the direction the advantage favours: flat, zero gradient.
+    assert new.grad[0, 0] == 0 and new.grad[0, 1] == 0
+    # Inside: the ordinary policy-gradient term -A·ρ / n.
+    torch.testing.assert_close(new.grad[0, 2:], -advantages[0, 2:] * torch.tensor([1.1, 0.9]) / 4)
+    assert stats["clipfrac"] == 0.5
+    # The clip is one-sided: a ratio moved *against* the advantage keeps its gradient.
+    new2 = torch.log(torch.tensor([[0.5]], dtype=torch.float64)).requires_grad_()
+    loss2, _ = clipped_policy_loss(new2, old[:, :1], torch.ones(1, 1), mask[:, :1], 0.2)
+    loss2.backward()
+    assert new2.grad[0, 0] != 0
+
+
+def test_clipped_value_loss_by_hand():
+    from rlhf_lib.ppo import clipped_value_loss
+
+    old, ret, mask = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 1.0]]), torch.ones(1, 2)
+    new = torch.tensor([[0.5, 0.1]])
+    loss, clipfrac = clipped_value_loss(new, old, ret, mask, cliprange_value=0.2)
+    # token 1: clipped to 0.2 -> error 0.64 > 0.25; token 2: inside, error 0.81
+    assert loss.item() == pytest.approx(0.5 * (0.64 + 0.81) / 2)
+    assert clipfrac == 0.5

@@ -112,3 +112,12 @@ def test_adaptive_kl_controller_moves_beta_towards_target():
     assert controller.value == pytest.approx(0.1 * (1 + 0.2 * 0.1))
     controller.update(current_kl=1.0, n_samples=100)  # too little: lower it
     assert controller.value < 0.1 * (1 + 0.2 * 0.1)
+
+
+def test_same_seed_same_history(tokenizer):
+    def run():
+        trainer = make_trainer(tokenizer, total_steps=2)
+        history = trainer.train(progress=False)
+        return [{k: v for k, v in h.items() if not k.startswith("time/")} for h in history]
+
+    assert run() == run()
