@@ -3,9 +3,10 @@
 Introduced in the book's introduction. Each expensive step of the pipeline (pretraining the base
 model, SFT, the reward model, ...) is a *stage*. A stage's result is a folder named
 ``<stage>-<key>`` inside the cache root, where ``key`` hashes the stage's config, the library
-version and the library's source code, so a changed config or a changed ``rlhf_lib`` never reuses
-a stale result. A chapter opened alone trains what it needs; one opened after its predecessors
-reuses their stages.
+version and the source code the stage depends on (the module that defines its build function and
+the ``rlhf_lib`` modules that module imports), so a changed config or changed code never reuses a
+stale result, and editing unrelated code retrains nothing. A chapter opened alone trains what it
+needs; one opened after its predecessors reuses their stages.
 
 - The root is ``$RLHF_BOOK_CACHE`` if set, else ``~/.cache/rlhf_book``.
 - Deleting the root (or one stage folder) is always safe: stages are rebuilt on demand.
@@ -16,6 +17,7 @@ reuses their stages.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import hashlib
@@ -57,14 +59,49 @@ def _ensure_writable(root: Path) -> None:
         ) from None
 
 
+def module_dependencies(module: str) -> set[str]:
+    """``module`` and every ``rlhf_lib`` module it imports, directly or through others."""
+    package_dir = Path(__file__).parent
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        path = package_dir.joinpath(*name.split(".")[1:]).with_suffix(".py")
+        if name == "rlhf_lib":
+            path = package_dir / "__init__.py"
+        if name in seen or not path.is_file():
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names if alias.name.startswith("rlhf_lib")]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rlhf_lib"):
+                todo.append(node.module)
+                todo += [f"{node.module}.{alias.name}" for alias in node.names]  # submodules
+    return seen
+
+
 @functools.cache
-def library_fingerprint() -> str:
-    """A hash of the library's version and every ``rlhf_lib/*.py`` source file."""
+def library_fingerprint(module: str | None = None) -> str:
+    """A hash of the library's version and the source code a stage depends on.
+
+    With ``module`` (the module that defines a stage's build function), only that module and the
+    ``rlhf_lib`` modules it imports count, so editing the PPO code does not retrain the base
+    model. Without it (a build function defined in a notebook), every library file counts.
+    """
     from rlhf_lib import __version__
 
-    digest = hashlib.sha256(__version__.encode())
     package_dir = Path(__file__).parent
-    for path in sorted(package_dir.rglob("*.py")):
+    if module is None or not module.startswith("rlhf_lib"):
+        paths = sorted(package_dir.rglob("*.py"))
+    else:
+        paths = sorted(
+            package_dir.joinpath(*name.split(".")[1:]).with_suffix(".py")
+            if name != "rlhf_lib"
+            else package_dir / "__init__.py"
+            for name in module_dependencies(module)
+        )
+    digest = hashlib.sha256(__version__.encode())
+    for path in paths:
         digest.update(path.relative_to(package_dir).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -87,20 +124,20 @@ def _plain_config(config) -> dict:
     return config
 
 
-def stage_key(name: str, config) -> str:
-    """The hash that names a stage's folder: its name, config and the library fingerprint."""
+def stage_key(name: str, config, module: str | None = None) -> str:
+    """The hash that names a stage's folder: its name, config and the code it depends on."""
     payload = json.dumps(
-        {"stage": name, "config": _plain_config(config), "library": library_fingerprint()},
+        {"stage": name, "config": _plain_config(config), "library": library_fingerprint(module)},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def stage_path(name: str, config) -> Path:
+def stage_path(name: str, config, module: str | None = None) -> Path:
     """Where the stage ``name`` with ``config`` lives (finished or not)."""
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"A stage name must be letters, digits or '_' (no '-'); got {name!r}.")
-    return cache_root() / f"{name}-{stage_key(name, config)}"
+    return cache_root() / f"{name}-{stage_key(name, config, module)}"
 
 
 def is_complete(path: Path) -> bool:
@@ -115,7 +152,8 @@ def cached_stage(name: str, config, build: Callable[[Path], None], *, verbose: b
     (``model.save_pretrained(folder)``, ``dataset.save_to_disk(folder / "pairs")``, ...). It runs
     only when no finished stage with the same name, config and library exists.
     """
-    final = stage_path(name, config)
+    module = getattr(build, "__module__", None)
+    final = stage_path(name, config, module)
     if is_complete(final):
         if verbose:
             print(f"[cache] reusing stage {final.name}")
@@ -133,7 +171,7 @@ def cached_stage(name: str, config, build: Callable[[Path], None], *, verbose: b
         manifest = {
             "stage": name,
             "config": _plain_config(config),
-            "library_fingerprint": library_fingerprint(),
+            "library_fingerprint": library_fingerprint(module),
             "build_seconds": round(time.perf_counter() - started, 2),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

@@ -41,8 +41,16 @@ def test_key_changes_with_config_and_library(monkeypatch):
     assert a != cache.stage_path("toy", {"lr": 0.2})
     assert a != cache.stage_path("other", {"lr": 0.1})
     assert a == cache.stage_path("toy", {"lr": 0.1})
-    monkeypatch.setattr(cache, "library_fingerprint", lambda: "a-changed-library")
+    monkeypatch.setattr(cache, "library_fingerprint", lambda module=None: "a-changed-library")
     assert a != cache.stage_path("toy", {"lr": 0.1})
+
+
+def test_a_stage_depends_on_the_modules_its_build_imports():
+    deps = cache.module_dependencies("rlhf_lib.base_model")
+    assert {"rlhf_lib.base_model", "rlhf_lib.cache", "rlhf_lib.reviews"} <= deps
+    assert "rlhf_lib.ppo" not in deps  # editing PPO does not retrain the base model
+    assert cache.library_fingerprint("rlhf_lib.base_model") != cache.library_fingerprint()
+    assert cache.library_fingerprint("rlhf_lib.ppo") != cache.library_fingerprint("rlhf_lib.cache")
 
 
 def test_dataclass_config_is_accepted():
