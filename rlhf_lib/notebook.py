@@ -98,13 +98,18 @@ def _use_notebook_plotly_renderer() -> None:
     pio.renderers.default = "notebook"  # activating it displays plotly.js once in this cell
 
 
-def setup_notebook(seed: int = 0, threads: int | None = None, plotly: bool = True):
+def setup_notebook(seed: int = 0, threads: int = 1, plotly: bool = True):
     """Prepare a chapter's kernel and return the ``torch.device`` to use.
 
     - turns on offline mode for Hugging Face libraries (nothing in the book needs the hub);
     - quiets their logs and progress bars (chapters show their own, see :func:`progress`);
     - seeds Python, NumPy and torch with ``seed``;
-    - uses ``threads`` CPU threads for torch (default: all cores the process may use);
+    - uses ``threads`` CPU threads for torch. The default is 1: the book's models are tiny, so a
+      second thread gains little on a quiet machine and loses a lot on a shared one (Binder,
+      CI, a laptop doing something else). Measured on 2 cores with one other busy process: a
+      GPT-2 training step of the base model took 250 ms with 1 thread and 570–2000 ms with 2;
+    - makes NumPy print scalars as plain numbers (``0.93``, not ``np.float64(0.93)``), which is
+      also the form myst-nb's ``glue`` needs to format them in the text;
     - selects the plotly ``"notebook"`` renderer, so figures appear on the static website.
 
     Call it in a chapter's first code cell, before importing transformers, trl or datasets,
@@ -112,14 +117,16 @@ def setup_notebook(seed: int = 0, threads: int | None = None, plotly: bool = Tru
     """
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
 
+    import numpy as np
     import torch
 
     from rlhf_lib.device import get_device
 
-    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    torch.set_num_threads(threads)
+    np.set_printoptions(legacy="1.25")
     _quiet_libraries()
     seed_everything(seed)
     if plotly:

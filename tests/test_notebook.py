@@ -73,3 +73,10 @@ def test_device_choice(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no GPU"):
             get_device("cuda")
+
+
+def test_numpy_scalars_print_as_plain_numbers_for_glue():
+    import numpy as np
+
+    setup_notebook(seed=0)
+    assert repr(np.float64(0.5)) == "0.5"  # myst-nb's glue parses this text to format it
