@@ -1,6 +1,6 @@
 """Execute every page of the book in a fresh kernel and record its wall time and peak memory.
 
-    python benchmarks/book_execution.py [--cold] [--out benchmarks/results/book_execution.json]
+    python benchmarks/book_execution.py [--cold] [--out FILE.json] [PAGE.md ...]
 
 Each page of _toc.yml is converted from MyST markdown by jupytext and run by nbclient in its own
 kernel, as the website build does. A sampler thread reads the resident memory of the kernel
@@ -69,12 +69,17 @@ def execute_page(page: Path) -> dict:
         resources={"metadata": {"path": str(page.parent)}},
     )
     started = time.perf_counter()
+    error = None
     with client.setup_kernel():
         kernel_pid = client.km.provisioner.process.pid
         with PeakMemory(kernel_pid) as memory:
-            client.execute(cleanup_kc=False)
+            try:
+                client.execute(cleanup_kc=False)
+            except Exception as err:  # keep measuring the other pages; report this one
+                error = str(err).strip().splitlines()[-1][:300]
     wall = time.perf_counter() - started
     return {
+        "error": error,
         "page": str(page.relative_to(ROOT)),
         "wall_seconds": round(wall, 2),
         "peak_rss_mb": round(memory.peak_bytes / 2**20, 1),
@@ -108,6 +113,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/book_execution.json"))
     parser.add_argument("--cold", action="store_true", help="start from an empty stage cache")
+    parser.add_argument("pages", nargs="*", help="only these pages (default: every toc page)")
     args = parser.parse_args()
 
     os.environ.setdefault("RLHF_BOOK_BUILD", "1")  # summary-line progress bars, as in the build
@@ -116,11 +122,12 @@ def main() -> int:
         os.environ["RLHF_BOOK_CACHE"] = cold_dir.name
 
     pages = []
-    for page in notebook_pages():
+    for page in [Path(p).resolve() for p in args.pages] or notebook_pages():
         result = execute_page(page)
         pages.append(result)
         wall, peak = result["wall_seconds"], result["peak_rss_mb"]
-        print(f"{result['page']:<45} {wall:>7.1f} s {peak:>6.0f} MB")
+        status = f"  ERROR: {result['error']}" if result["error"] else ""
+        print(f"{result['page']:<45} {wall:>7.1f} s {peak:>6.0f} MB{status}", flush=True)
     report = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine(),
@@ -137,7 +144,7 @@ def main() -> int:
     print(f"wrote {args.out}")
     if cold_dir:
         cold_dir.cleanup()
-    return 0
+    return 1 if any(p["error"] for p in pages) else 0
 
 
 if __name__ == "__main__":

@@ -106,6 +106,41 @@ def ppo_dashboard(
     return fig
 
 
+def overoptimisation_figure(runs: dict[str, list[dict]]) -> go.Figure:
+    """Proxy (reward-model) and gold score against √KL, one line per run (Gao et al., 2022).
+
+    Each PPO step of each run is one point: its mean KL to the reference (x, as √KL, the scale on
+    which Gao et al. found the gold reward to follow a simple curve) and its mean score. Points
+    with a negative KL estimate are drawn at √0.
+    """
+    from plotly.subplots import make_subplots
+
+    _check_runs(runs)
+    for name, history in runs.items():
+        if "gold/score" not in history[0]:
+            raise ValueError(f"run {name!r} logged no gold/score: pass gold_fn to PPOTrainer")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "proxy: reward-model score", "gold: hidden preference score"))  # fmt: skip
+    for index, (name, history) in enumerate(runs.items()):
+        x = [max(h["objective/kl"], 0.0) ** 0.5 for h in history]
+        colour = RUN_COLOURS[index % len(RUN_COLOURS)]
+        for col, key in ((1, "objective/scores"), (2, "gold/score")):
+            fig.add_trace(
+                go.Scatter(
+                    x=x, y=[h[key] for h in history], mode="lines+markers", name=name,
+                    legendgroup=name, showlegend=col == 1, marker=dict(size=4, color=colour),
+                    line=dict(color=colour),
+                    hovertemplate=f"{name}<br>√KL %{{x:.2f}}<br>score %{{y:.3f}}<extra></extra>",
+                ),
+                row=1, col=col,
+            )  # fmt: skip
+    fig.update_xaxes(title_text="√KL to the reference (√nats)")
+    fig.update_layout(
+        height=420, title="Reward over-optimisation", legend=dict(orientation="h", y=-0.25)
+    )
+    return fig
+
+
 def dashboard_widget(runs: dict[str, list[dict]]):
     """Live version (Binder/Colab): pick a metric and a smoothing weight; redraws the figure."""
     import ipywidgets as widgets

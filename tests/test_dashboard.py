@@ -2,7 +2,13 @@
 
 import pytest
 
-from rlhf_lib.dashboard import KL_BAND, dashboard_widget, ppo_dashboard, smooth
+from rlhf_lib.dashboard import (
+    KL_BAND,
+    dashboard_widget,
+    overoptimisation_figure,
+    ppo_dashboard,
+    smooth,
+)
 
 
 def fake_history(n=5, scale=1.0):
@@ -47,3 +53,16 @@ def test_smoothing():
 def test_widget_builds():
     box = dashboard_widget({"run": fake_history()})
     assert len(box.children) == 2
+
+
+def test_overoptimisation_figure():
+    runs = {
+        "β=0": [dict(h, **{"gold/score": 0.1}) for h in fake_history()],
+        "β=0.1": [dict(h, **{"gold/score": 0.2}) for h in fake_history()],
+    }
+    fig = overoptimisation_figure(runs)
+    assert len(fig.data) == 4  # proxy and gold for each run
+    assert list(fig.data[0].x) == [(0.5 * s) ** 0.5 for s in range(1, 6)]
+    assert fig.data[1].xaxis == "x2" and list(fig.data[3].y) == [0.2] * 5
+    with pytest.raises(ValueError, match="gold"):
+        overoptimisation_figure({"no gold": fake_history()})

@@ -1,0 +1,208 @@
+"""Turning next-token logits into text: greedy, temperature, top-k, top-p, and the KV cache.
+
+Introduced in chapter 2, "Causal transformers" (page "A base model of our own"). A causal LM only
+gives a distribution over the next token; *decoding* chooses from it, appends the choice and asks
+again. Each rule below is a small function of the logits ``[..., vocab]``, so they can be tested
+and combined; :func:`generate` is the loop, written out, with or without a KV cache.
+"""
+
+from __future__ import annotations
+
+import time
+
+import plotly.graph_objects as go
+import torch
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Divide by ``temperature``: < 1 sharpens the distribution (safer, duller), > 1 flattens it."""
+    if not temperature > 0:
+        raise ValueError(
+            f"temperature must be > 0, got {temperature}; for the most likely token, greedy=True."
+        )
+    return logits / temperature
+
+
+def top_k_filter(logits: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Keep the ``k`` largest logits, set the rest to ``-inf`` (``None`` or 0 keeps all)."""
+    if not k:
+        return logits
+    if k < 0:
+        raise ValueError(f"top_k must be a positive int (or None to keep all), got {k}.")
+    k = min(k, logits.size(-1))
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # the k-th largest, per row
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
+    """Nucleus filtering (Holtzman et al., 2020): keep the smallest set of most likely tokens whose
+    probabilities add up to at least ``p``; the most likely token is always kept."""
+    if p is not None and not 0 < p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {p}.")
+    if p is None or p == 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    cumulative = sorted_logits.softmax(-1).cumsum(-1)
+    # drop a token if the tokens *before* it already reach p (so the one that crosses p stays)
+    drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= p
+    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def next_token(
+    logits: torch.Tensor,
+    *,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick one token per row of ``logits`` ``[B, vocab]`` -> ``[B, 1]``."""
+    if greedy:
+        return logits.argmax(-1, keepdim=True)
+    logits = top_p_filter(top_k_filter(apply_temperature(logits, temperature), top_k), top_p)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)
+
+
+def _logits(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.logits
+
+
+def _context_length(model) -> int | None:
+    config = getattr(model, "config", None)
+    for name in ("n_positions", "max_position_embeddings", "block_size"):
+        if config is not None and getattr(config, name, None):
+            return getattr(config, name)
+    return None
+
+
+@torch.no_grad()
+def generate(
+    model,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    use_cache: bool = True,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Autoregressive generation, one token at a time, from an HF causal LM (``use_cache=False``
+    also works with :class:`rlhf_lib.gpt.GPT` and :class:`rlhf_lib.gpt.LLaMA`).
+
+    ``input_ids`` ``[B, T]`` are prompts of equal length (no padding). Without a cache every step
+    runs the whole sequence again (cost ~ T^2 per token, in all). With ``use_cache`` the keys and
+    values of past tokens are kept, and each step feeds only the newest token. Both give the same
+    tokens. Rows that produced ``eos_token_id`` keep receiving it. Returns ``[B, T + new]``.
+    """
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}.")
+    limit = _context_length(model)
+    if limit is not None and input_ids.size(1) + max_new_tokens > limit:
+        raise ValueError(
+            f"The prompt has {input_ids.size(1)} tokens and {max_new_tokens} new ones were asked "
+            f"for, but the model's context is {limit} tokens. Shorten the prompt or ask for at "
+            f"most {max(0, limit - input_ids.size(1))} new tokens."
+        )
+    was_training = model.training
+    model.eval()
+    ids = input_ids
+    done = torch.zeros(ids.size(0), 1, dtype=torch.bool, device=ids.device)
+    past = None
+    for _ in range(max_new_tokens):
+        if use_cache:
+            # first step: the whole prompt; later steps: only the newest token, plus the cache
+            out = model(ids if past is None else ids[:, -1:], cache=past, use_cache=True)
+            past = out.cache  # grows by one position per layer each step
+        else:  # the whole sequence again (an HF model, or our own GPT / LLaMA)
+            out = model(ids, use_cache=False) if hasattr(model, "generation_config") else model(ids)
+        logits = _logits(out)[:, -1, :]  # [B, vocab]: the distribution of the next token
+        token = next_token(logits, greedy=greedy, temperature=temperature, top_k=top_k,
+                           top_p=top_p, generator=generator)  # fmt: skip
+        if eos_token_id is not None:
+            token = token.masked_fill(done, eos_token_id)
+            done = done | (token == eos_token_id)
+        ids = torch.cat([ids, token], dim=1)
+        if eos_token_id is not None and done.all():
+            break
+    model.train(was_training)
+    return ids
+
+
+def time_generation(model, input_ids, max_new_tokens: int, use_cache: bool, repeats: int = 3):
+    """Best-of-``repeats`` wall time (seconds) of greedy :func:`generate`, for the KV-cache demo."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        generate(model, input_ids, max_new_tokens, use_cache=use_cache, greedy=True)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+DEFAULT_SETTINGS = [
+    {"name": "greedy", "greedy": True},
+    {"name": "temperature 0.7", "temperature": 0.7},
+    {"name": "temperature 1.0", "temperature": 1.0},
+    {"name": "temperature 1.5", "temperature": 1.5},
+    {"name": "top-k 5", "top_k": 5},
+    {"name": "top-p 0.9", "top_p": 0.9},
+    {"name": "temperature 1.5 + top-p 0.9", "temperature": 1.5, "top_p": 0.9},
+]
+
+
+def sample_settings(model, tokenizer, prompt: str, settings=None, n: int = 4, max_new_tokens=40,
+                    seed: int = 0) -> dict[str, list[str]]:  # fmt: skip
+    """``n`` continuations of ``prompt`` under each decoding setting: ``{name: [text, ...]}``."""
+    settings = settings or DEFAULT_SETTINGS
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    limit = _context_length(model) or (ids.size(1) + max_new_tokens)
+    max_new_tokens = min(max_new_tokens, limit - ids.size(1))
+    result = {}
+    for setting in settings:
+        kwargs = {k: v for k, v in setting.items() if k != "name"}
+        n_rows = 1 if kwargs.get("greedy") else n  # greedy gives one answer only
+        out = generate(model, ids.repeat(n_rows, 1), max_new_tokens, eos_token_id=
+                       tokenizer.eos_token_id, generator=torch.Generator().manual_seed(seed),
+                       **kwargs)  # fmt: skip
+        result[setting["name"]] = [
+            tokenizer.decode(row[ids.size(1) :], skip_special_tokens=True).strip() for row in out
+        ]
+    return result
+
+
+def decoding_explorer_figure(prompt: str, samples: dict[str, list[str]]) -> go.Figure:
+    """A table of continuations of ``prompt``, one decoding setting at a time (a dropdown picks
+    it): the static page's version of the chapter's decoding explorer."""
+    if not samples:
+        raise ValueError("samples is empty: pass {setting name: [continuation, ...]}.")
+    names = list(samples)
+    fig = go.Figure()
+    for i, name in enumerate(names):
+        texts = samples[name]
+        fig.add_trace(
+            go.Table(
+                header=dict(values=["#", f"“{prompt}” + … ({name})"], align="left"),
+                cells=dict(
+                    values=[list(range(1, len(texts) + 1)), texts], align="left", height=28
+                ),  # fmt: skip
+                columnwidth=[0.06, 0.94],
+                visible=i == 0,
+            )
+        )
+    buttons = [
+        dict(label=name, method="update",
+             args=[{"visible": [j == i for j in range(len(names))]}])
+        for i, name in enumerate(names)
+    ]  # fmt: skip
+    fig.update_layout(
+        updatemenus=[
+            dict(buttons=buttons, direction="down", x=0.0, y=1.2, xanchor="left", yanchor="top")
+        ],
+        margin=dict(l=10, r=10, t=70, b=10),
+        height=320,
+    )
+    return fig

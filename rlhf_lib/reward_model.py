@@ -1,0 +1,442 @@
+"""The reward model: training with TRL's ``RewardTrainer`` and evaluating it (chapter 4).
+
+The reward model is the SFT model with its language-model head replaced by a scalar head
+(``AutoModelForSequenceClassification`` with ``num_labels=1``): it reads ``prompt + completion +
+<|eos|>`` and its score is the head's output at the last real token. It is trained on the
+annotators' pairs with the Bradley–Terry loss (:func:`rlhf_lib.reward.bradley_terry_loss`).
+
+:func:`check_preference_inputs` catches, with one clear message each, the mistakes TRL would
+report late, obscurely or not at all (a pair longer than ``max_length`` is silently dropped).
+
+Later chapters call::
+
+    from rlhf_lib.reward_model import load_reward_model, score_texts
+    rm, tokenizer = load_reward_model()               # trains first if not cached
+    rewards = score_texts(rm, tokenizer, ["I saw this film on Sunday. The plot was great."])
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from transformers.trainer_callback import PrinterCallback
+
+from rlhf_lib.cache import cached_stage
+from rlhf_lib.preferences import PreferenceConfig, for_training, load_preferences
+from rlhf_lib.reviews import check_tokenizer_matches
+from rlhf_lib.sft import ProgressCallback, sft_model_path, trainer_device_args
+
+STAGE = "reward_model"
+HISTORY = "history.json"
+
+
+@dataclass
+class RewardModelConfig:
+    """Everything that decides the reward model; its hash names the cached stage."""
+
+    epochs: float = 4.0  # measured: held-out accuracy still rises through epoch 4, then flattens
+    batch_size: int = 32  # pairs per step (64 sequences: chosen and rejected)
+    lr: float = 1e-3  # the head starts random; 5e-4 left the model under-fitted after 4 epochs
+    weight_decay: float = 0.0
+    max_length: int = 64  # the SFT model's context; TRL *drops* longer pairs
+    center_rewards_coefficient: float | None = 0.01  # keeps rewards near 0 (PPO likes that)
+    eval_steps: int = 20  # how often train/eval accuracy is measured (the over-fitting figure)
+    n_train_probe: int = 200  # train pairs re-scored at each evaluation, next to the eval split
+    seed: int = 0
+    preferences: PreferenceConfig = field(default_factory=PreferenceConfig)
+
+
+class PreferenceDataError(ValueError):
+    """A preference dataset, model or tokenizer that the reward trainer cannot use."""
+
+
+def _columns_message(columns) -> str:
+    return (
+        f"The preference dataset has columns {sorted(columns)}, but the reward trainer needs "
+        "either 'chosen' and 'rejected' (text; an optional 'prompt' is put in front of both) or "
+        "'chosen_ids' and 'rejected_ids' (token ids). Rename your columns, e.g. "
+        "dataset.rename_columns({'good': 'chosen', 'bad': 'rejected'})."
+    )
+
+
+def pair_lengths(tokenizer, dataset) -> np.ndarray:
+    """Token length of the longer text of each pair, as TRL will tokenise it
+    (``prompt + text + eos``, with the tokenizer's special tokens)."""
+    columns = set(dataset.column_names)
+    if {"chosen_ids", "rejected_ids"} <= columns:
+        pairs = zip(dataset["chosen_ids"], dataset["rejected_ids"], strict=True)
+        return np.array([max(len(c), len(r)) for c, r in pairs])
+    prompts = dataset["prompt"] if "prompt" in columns else [""] * len(dataset)
+    eos = tokenizer.eos_token or ""
+    lengths = []
+    for key in ("chosen", "rejected"):
+        texts = [p + t + ("" if t.endswith(eos) else eos) for p, t in
+                 zip(prompts, dataset[key], strict=True)]  # fmt: skip
+        lengths.append([len(ids) for ids in tokenizer(texts)["input_ids"]])
+    return np.maximum(*map(np.array, lengths))
+
+
+def check_preference_inputs(model, tokenizer, dataset, max_length: int | None, name="train"):
+    """Raise :class:`PreferenceDataError` with one clear message if TRL cannot use these inputs.
+
+    Checks, in order: the dataset type and columns, that it is not empty, that the model has one
+    output (``num_labels=1``), that the tokenizer belongs to the model, and that not every pair is
+    longer than ``max_length`` (TRL would silently drop them and train on nothing). A warning
+    says how many pairs will be dropped when only some are too long.
+    """
+    from datasets import Dataset
+
+    if not isinstance(dataset, Dataset):
+        raise PreferenceDataError(
+            f"The {name} dataset must be a datasets.Dataset, got {type(dataset).__name__}. "
+            "Build one with datasets.Dataset.from_list([{'chosen': ..., 'rejected': ...}, ...])."
+        )
+    columns = set(dataset.column_names)
+    if not ({"chosen", "rejected"} <= columns or {"chosen_ids", "rejected_ids"} <= columns):
+        raise PreferenceDataError(_columns_message(columns))
+    if len(dataset) == 0:
+        raise PreferenceDataError(
+            f"The {name} dataset is empty: a reward model needs at least one preference pair."
+        )
+    num_labels = getattr(model.config, "num_labels", None)
+    if num_labels != 1:
+        raise PreferenceDataError(
+            f"The model has num_labels={num_labels}; a reward model outputs one number per text. "
+            "Load it with AutoModelForSequenceClassification.from_pretrained(path, num_labels=1) "
+            "(rlhf_lib.reward_model.reward_model_from_sft does this)."
+        )
+    try:
+        check_tokenizer_matches(model, tokenizer)
+    except ValueError as err:
+        raise PreferenceDataError(str(err)) from None
+    if max_length is not None:
+        lengths = pair_lengths(tokenizer, dataset)
+        too_long = int((lengths > max_length).sum())
+        if too_long == len(dataset):
+            raise PreferenceDataError(
+                f"All {len(dataset)} pairs of the {name} dataset are longer than "
+                f"max_length={max_length} tokens (the shortest has {lengths.min()}). TRL drops "
+                "such pairs without a word and would train on nothing: raise max_length or "
+                "shorten the texts."
+            )
+        if too_long:
+            warnings.warn(
+                f"{too_long} of {len(dataset)} pairs of the {name} dataset are longer than "
+                f"max_length={max_length} tokens; TRL will drop them.",
+                stacklevel=2,
+            )
+
+
+def reward_model_from_sft(path=None):
+    """``(model, tokenizer)``: a reward model initialised from the SFT policy at ``path``.
+
+    The transformer body is the SFT model's; the scalar head (``score``, a bias-free linear
+    layer from the hidden size to 1) is new and random. The language-model head is dropped.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl.trainer.reward_trainer import suppress_seqcls_warning
+
+    path = path or sft_model_path()
+    with suppress_seqcls_warning():  # "score.weight newly initialised" is the point here
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def make_trainer(model, tokenizer, train, eval_sets=None, config=None, output_dir="/tmp/rm",
+                 max_steps: int = -1):  # fmt: skip
+    """A TRL ``RewardTrainer`` for these inputs, after :func:`check_preference_inputs`."""
+    from trl import RewardConfig, RewardTrainer
+
+    config = config or RewardModelConfig()
+    check_preference_inputs(model, tokenizer, train, config.max_length, "train")
+    for name, split in (eval_sets or {}).items():
+        check_preference_inputs(model, tokenizer, split, config.max_length, name)
+    args = RewardConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=config.epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=256,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        warmup_steps=5,
+        max_length=config.max_length,
+        center_rewards_coefficient=config.center_rewards_coefficient,
+        eval_strategy="steps" if eval_sets else "no",
+        eval_steps=config.eval_steps,
+        logging_steps=config.eval_steps,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=config.seed,
+        **trainer_device_args(),
+    )
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=eval_sets or None,
+        processing_class=tokenizer,
+        callbacks=[ProgressCallback("reward model")],
+    )
+    trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the bar for a log printer
+    return trainer
+
+
+def build_reward_model(folder: Path, config: RewardModelConfig, start=None, pairs=None) -> None:
+    """Train the reward model and save it, its tokenizer and its log history in ``folder``.
+
+    ``start`` = ``(model, tokenizer)`` and ``pairs`` (a preference ``DatasetDict``) default to
+    :func:`reward_model_from_sft` and :func:`rlhf_lib.preferences.load_preferences`.
+    """
+    model, tokenizer = start or reward_model_from_sft(sft_model_path(config.preferences.sft))
+    pairs = pairs if pairs is not None else load_preferences(config.preferences)
+    train = for_training(pairs["train"])
+    probe = train.select(range(min(config.n_train_probe, len(train))))
+    eval_sets = {"train": probe, "eval": for_training(pairs["eval"])}
+    trainer = make_trainer(model, tokenizer, train, eval_sets, config, Path(folder) / "trainer")
+    trainer.train()
+    model.eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (Path(folder) / HISTORY).write_text(json.dumps(trainer.state.log_history))
+
+
+def reward_model_path(config: RewardModelConfig | None = None) -> Path:
+    """The cached folder of the reward model (trained first if needed)."""
+    config = config or RewardModelConfig()
+    return cached_stage(STAGE, config, lambda folder: build_reward_model(folder, config))
+
+
+def load_reward_model(config: RewardModelConfig | None = None, device=None):
+    """``(model, tokenizer)``: the trained reward model (eval mode) and its tokenizer.
+
+    Score texts with :func:`score_texts`. Chapter 5 uses it as PPO's reward.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = reward_model_path(config)
+    model = AutoModelForSequenceClassification.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    check_tokenizer_matches(model, tokenizer)
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), tokenizer
+
+
+def load_reward_history(config: RewardModelConfig | None = None) -> list[dict]:
+    """The reward trainer's log history (train loss/accuracy; train-probe and eval accuracy)."""
+    return json.loads((reward_model_path(config) / HISTORY).read_text())
+
+
+@torch.no_grad()
+def score_texts(model, tokenizer, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    """The reward of each full text (prompt + completion), exactly as the trainer saw it:
+    ``<|bos|> text <|eos|>``, padded on the right, read at the last real token."""
+    if isinstance(texts, str):
+        raise TypeError("score_texts takes a list of texts; wrap a single text as [text].")
+    device = next(model.parameters()).device
+    eos, pad = tokenizer.eos_token, tokenizer.pad_token_id
+    limit = getattr(model.config, "n_positions", None) or 10**9
+    scores = []
+    for start in range(0, len(texts), batch_size):
+        chunk = [t if t.endswith(eos) else t + eos for t in texts[start : start + batch_size]]
+        ids = [x[-limit:] for x in tokenizer(chunk)["input_ids"]]  # keep the end: it has the eos
+        width = max(map(len, ids))
+        input_ids = torch.full((len(ids), width), pad)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, x in enumerate(ids):
+            input_ids[i, : len(x)] = torch.tensor(x)
+            mask[i, : len(x)] = 1
+        out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
+        scores.append(out.logits.squeeze(-1).float().cpu())
+    return torch.cat(scores).numpy() if scores else np.zeros(0)
+
+
+def score_pairs(model, tokenizer, split) -> tuple[np.ndarray, np.ndarray]:
+    """``(r_chosen, r_rejected)`` for every pair of a preference split."""
+    prompts = split["prompt"] if "prompt" in split.column_names else [""] * len(split)
+    chosen = [p + t for p, t in zip(prompts, split["chosen"], strict=True)]
+    rejected = [p + t for p, t in zip(prompts, split["rejected"], strict=True)]
+    return score_texts(model, tokenizer, chosen), score_texts(model, tokenizer, rejected)
+
+
+def pairwise_metrics(r_chosen, r_rejected) -> dict:
+    """Accuracy (chosen scored higher), mean margin and Bradley–Terry loss, as TRL logs them."""
+    from rlhf_lib.reward import bradley_terry_loss
+
+    rc, rr = np.asarray(r_chosen, dtype=float), np.asarray(r_rejected, dtype=float)
+    return {
+        "accuracy": float(np.mean(rc > rr)),
+        "margin": float(np.mean(rc - rr)),
+        "loss": float(bradley_terry_loss(torch.tensor(rc), torch.tensor(rr))),
+        "n": int(rc.size),
+    }
+
+
+def calibration_table(r_chosen, r_rejected, n_bins: int = 8) -> dict:
+    """Predicted ``P(chosen) = sigmoid(r_chosen - r_rejected)`` against observed frequency.
+
+    Each pair is seen both ways round (a, b) and (b, a), so predictions fill [0, 1]; pairs are
+    binned by prediction and the observed frequency is how often the first text was the chosen
+    one. A calibrated model lies on the diagonal.
+    """
+    d = np.asarray(r_chosen, dtype=float) - np.asarray(r_rejected, dtype=float)
+    pred = 1 / (1 + np.exp(-np.concatenate([d, -d])))
+    observed = np.concatenate([np.ones_like(d), np.zeros_like(d)])
+    edges = np.linspace(0, 1, n_bins + 1)
+    which = np.clip(np.digitize(pred, edges) - 1, 0, n_bins - 1)
+    rows = {"predicted": [], "observed": [], "count": []}
+    for b in range(n_bins):
+        sel = which == b
+        if sel.any():
+            rows["predicted"].append(float(pred[sel].mean()))
+            rows["observed"].append(float(observed[sel].mean()))
+            rows["count"].append(int(sel.sum()))
+    return rows
+
+
+def calibration_figure(tables: dict[str, dict]) -> go.Figure:
+    """Reliability diagram: one line per ``name -> calibration_table(...)``."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                             line={"dash": "dash", "color": "grey"}))  # fmt: skip
+    for name, t in tables.items():
+        fig.add_trace(go.Scatter(
+            x=t["predicted"], y=t["observed"], mode="lines+markers", name=name,
+            marker={"size": [6 + 14 * (c / max(t["count"])) ** 0.5 for c in t["count"]]},
+            customdata=t["count"], hovertemplate="predicted %{x:.2f}<br>observed %{y:.2f}"
+            "<br>%{customdata} comparisons<extra></extra>",
+        ))  # fmt: skip
+    fig.update_layout(title="Calibration: predicted P(chosen) vs how often it was chosen",
+                      xaxis_title="predicted P(first is chosen) = σ(r₁ − r₂)",
+                      yaxis_title="observed frequency", height=420, width=620)  # fmt: skip
+    return fig
+
+
+def accuracy_history(history: list[dict]) -> dict:
+    """Train-probe and eval accuracy per evaluation step, from the trainer's log history.
+
+    With several eval sets TRL 1.16 names the loss per set (``eval_train_loss``,
+    ``eval_eval_loss``) but logs its own metrics as plain ``eval_accuracy`` for every set, so a
+    row's set is read from its loss key.
+    """
+    out = {"step": [], "train": [], "eval": [], "train_loss": [], "eval_loss": []}
+    for row in history:
+        for name in ("train", "eval"):
+            if f"eval_{name}_loss" in row:
+                if name == "eval":
+                    out["step"].append(row["step"])
+                out[name].append(row["eval_accuracy"])
+                out[f"{name}_loss"].append(row[f"eval_{name}_loss"])
+    return out
+
+
+def accuracy_over_steps_figure(history: list[dict], ceiling: float | None = None) -> go.Figure:
+    """Train vs eval accuracy during training (over-fitting shows as a growing gap)."""
+    acc = accuracy_history(history)
+    fig = go.Figure()
+    for key, name in (("train", "train pairs"), ("eval", "held-out pairs")):
+        fig.add_trace(go.Scatter(x=acc["step"], y=acc[key], name=name, mode="lines+markers"))
+    if ceiling is not None:
+        fig.add_hline(y=ceiling, line_dash="dot", annotation_text="noise ceiling")
+    fig.update_layout(title="Reward-model accuracy during training", xaxis_title="step",
+                      yaxis_title="accuracy (chosen scored higher)", height=380)  # fmt: skip
+    return fig
+
+
+def reward_vs_gold_figure(texts, rm_scores, gold_scores, groups=None) -> go.Figure:
+    """The static reward explorer: reward-model score against hidden gold score, hover = text."""
+    groups = groups if groups is not None else ["samples"] * len(texts)
+    fig = go.Figure()
+    for g in dict.fromkeys(groups):
+        idx = [i for i, x in enumerate(groups) if x == g]
+        fig.add_trace(go.Scatter(
+            x=[gold_scores[i] for i in idx], y=[rm_scores[i] for i in idx], mode="markers",
+            name=str(g), text=["<br>".join(_wrap(texts[i])) for i in idx], marker={"size": 6},
+            hovertemplate="gold %{x:.2f} · reward model %{y:.2f}<br>%{text}<extra></extra>",
+        ))  # fmt: skip
+    fig.update_layout(title="Reward explorer: the proxy (reward model) against the hidden gold",
+                      xaxis_title="gold score (guarded VADER; −2 = degenerate)",
+                      yaxis_title="reward-model score", height=480)  # fmt: skip
+    return fig
+
+
+def _wrap(text: str, width: int = 60) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if len(line) + len(word) > width:
+            lines.append(line)
+            line = ""
+        line = f"{line} {word}".strip()
+    return [*lines, line]
+
+
+def reward_explorer_widget(model, tokenizer, examples: list[str] | None = None):
+    """Live reward explorer (Binder/Colab): type a review, see the reward model's score next to
+    the gold score and the reasons the guard refuses it, if any."""
+    import ipywidgets as widgets
+
+    from rlhf_lib.annotators import degeneracy_reasons, gold_score
+
+    first = (examples or ["I saw this film on Sunday. The plot was great. I would recommend it."])[
+        0
+    ]
+    box = widgets.Textarea(value=first, layout={"width": "90%"}, continuous_update=False)
+    out = widgets.HTML()
+
+    def show(_=None):
+        text = box.value.strip()
+        rm = float(score_texts(model, tokenizer, [text])[0]) if text else float("nan")
+        gold = gold_score([text])[0] if text else float("nan")
+        why = ", ".join(degeneracy_reasons(text)) or "none"
+        out.value = (f"<b>reward model</b>: {rm:+.2f} &nbsp; <b>gold</b>: {gold:+.2f} "
+                     f"&nbsp; <b>guard</b>: {why}")  # fmt: skip
+
+    box.observe(show, names="value")
+    show()
+    return widgets.VBox([box, out])
+
+
+def probe_edits(model, tokenizer, texts: list[str]) -> dict:
+    """How the reward model and the gold preference react to edits that should not help.
+
+    Three surface edits of each text: an exclamation mark instead of the last full stop, the
+    last sentence repeated (longer, repetitive) and one word doubled (degenerate for the gold
+    guard). Returns the mean change of both scores per edit, and one edited example.
+    """
+    from rlhf_lib.annotators import gold_score
+
+    def exclaim(t):
+        return t[:-1] + "!" if t.endswith(".") else t + "!"
+
+    def repeat_last(t):
+        last = t.rstrip(".").split(". ")[-1]
+        return f"{t} {last}."
+
+    def double_word(t):
+        words = t.split()
+        i = min(len(words) - 1, 3)
+        return " ".join([*words[: i + 1], words[i], *words[i + 1 :]])
+
+    edits = {"exclamation mark": exclaim, "last sentence repeated": repeat_last,
+             "a word doubled": double_word}  # fmt: skip
+    base_rm, base_gold = score_texts(model, tokenizer, texts), np.array(gold_score(texts))
+    out = {}
+    for name, edit in edits.items():
+        edited = [edit(t) for t in texts]
+        out[name] = {
+            "reward model": float(np.mean(score_texts(model, tokenizer, edited) - base_rm)),
+            "gold": float(np.mean(np.array(gold_score(edited)) - base_gold)),
+            "example": edited[0],
+        }
+    return out
