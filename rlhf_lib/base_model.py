@@ -26,7 +26,11 @@ import torch.nn.functional as F
 
 from rlhf_lib.cache import cached_stage
 from rlhf_lib.notebook import progress
-from rlhf_lib.reviews import check_tokenizer_matches, generate_reviews, train_tokenizer
+from rlhf_lib.reviews import (
+    generate_reviews,
+    load_model_and_tokenizer,
+    train_tokenizer,
+)
 
 STAGE = "base_model"
 HISTORY = "history.json"
@@ -255,15 +259,9 @@ def load_base_model(config: BaseModelConfig | None = None, device=None):
 
     This is what later chapters call; it trains the model first if the cache does not have it.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    path = base_model_path(config)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    check_tokenizer_matches(model, tokenizer)
-    if device is not None:
-        model = model.to(device)
-    return model.eval(), tokenizer
+    return load_model_and_tokenizer(base_model_path(config), AutoModelForCausalLM, device)
 
 
 def load_base_history(config: BaseModelConfig | None = None) -> dict:

@@ -106,12 +106,14 @@ def ppo_dashboard(
     return fig
 
 
-def overoptimisation_figure(runs: dict[str, list[dict]]) -> go.Figure:
+def overoptimisation_figure(runs: dict[str, list[dict]], smoothing: float = 0.7) -> go.Figure:
     """Proxy (reward-model) and gold score against √KL, one line per run (Gao et al., 2022).
 
-    Each PPO step of each run is one point: its mean KL to the reference (x, as √KL, the scale on
-    which Gao et al. found the gold reward to follow a simple curve) and its mean score. Points
-    with a negative KL estimate are drawn at √0.
+    Each PPO step of each run is one faint point: its mean KL to the reference (x, as √KL, the
+    scale on which Gao et al. found the gold reward to follow a simple curve) and its mean score
+    over one batch. The line through them is their exponential moving average along the run
+    (``smoothing``), which shows the trend through the batch-to-batch noise. A negative KL
+    estimate is drawn at √0.
     """
     from plotly.subplots import make_subplots
 
@@ -125,12 +127,20 @@ def overoptimisation_figure(runs: dict[str, list[dict]]) -> go.Figure:
         x = [max(h["objective/kl"], 0.0) ** 0.5 for h in history]
         colour = RUN_COLOURS[index % len(RUN_COLOURS)]
         for col, key in ((1, "objective/scores"), (2, "gold/score")):
+            y = [h[key] for h in history]
             fig.add_trace(
                 go.Scatter(
-                    x=x, y=[h[key] for h in history], mode="lines+markers", name=name,
-                    legendgroup=name, showlegend=col == 1, marker=dict(size=4, color=colour),
-                    line=dict(color=colour),
+                    x=x, y=y, mode="markers", name=name, legendgroup=name, showlegend=False,
+                    marker=dict(size=5, color=colour, opacity=0.35),
                     hovertemplate=f"{name}<br>√KL %{{x:.2f}}<br>score %{{y:.3f}}<extra></extra>",
+                ),
+                row=1, col=col,
+            )  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=smooth(x, smoothing), y=smooth(y, smoothing), mode="lines", name=name,
+                    legendgroup=name, showlegend=col == 1, line=dict(color=colour, width=3),
+                    hoverinfo="skip",
                 ),
                 row=1, col=col,
             )  # fmt: skip

@@ -240,3 +240,16 @@ def check_tokenizer_matches(model, tokenizer) -> None:
                 f"model.config.{name}={model_id} but tokenizer.{name}={tok_id}: the tokenizer does "
                 "not match the model. Load both from the same folder."
             )
+
+
+def load_model_and_tokenizer(path, model_class, device=None):
+    """``(model, tokenizer)`` saved together in ``path`` (a cached stage), checked to belong
+    together, the model in eval mode. ``model_class`` is e.g. ``AutoModelForCausalLM``."""
+    from transformers import AutoTokenizer
+
+    model = model_class.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    check_tokenizer_matches(model, tokenizer)
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), tokenizer

@@ -29,7 +29,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from rlhf_lib.cache import cached_stage
 from rlhf_lib.preferences import PreferenceConfig, for_training, load_preferences
-from rlhf_lib.reviews import check_tokenizer_matches
+from rlhf_lib.reviews import check_tokenizer_matches, load_model_and_tokenizer
 from rlhf_lib.sft import ProgressCallback, sft_model_path, trainer_device_args
 
 STAGE = "reward_model"
@@ -222,15 +222,11 @@ def load_reward_model(config: RewardModelConfig | None = None, device=None):
 
     Score texts with :func:`score_texts`. Chapter 5 uses it as PPO's reward.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    path = reward_model_path(config)
-    model = AutoModelForSequenceClassification.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    check_tokenizer_matches(model, tokenizer)
-    if device is not None:
-        model = model.to(device)
-    return model.eval(), tokenizer
+    return load_model_and_tokenizer(
+        reward_model_path(config), AutoModelForSequenceClassification, device
+    )
 
 
 def load_reward_history(config: RewardModelConfig | None = None) -> list[dict]:

@@ -25,7 +25,12 @@ from transformers.trainer_callback import PrinterCallback
 
 from rlhf_lib.cache import cached_stage
 from rlhf_lib.notebook import progress
-from rlhf_lib.reviews import CLOSINGS, check_tokenizer_matches, generate_reviews
+from rlhf_lib.reviews import (
+    CLOSINGS,
+    check_tokenizer_matches,
+    generate_reviews,
+    load_model_and_tokenizer,
+)
 
 STAGE = "sft_model"
 HISTORY = "history.json"
@@ -175,15 +180,9 @@ def load_sft_model(config: SFTStageConfig | None = None, device=None):
     Chapter 4 samples preference pairs from it and chapter 5 starts PPO from it (and keeps a
     frozen copy as the KL reference).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    path = sft_model_path(config)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    check_tokenizer_matches(model, tokenizer)
-    if device is not None:
-        model = model.to(device)
-    return model.eval(), tokenizer
+    return load_model_and_tokenizer(sft_model_path(config), AutoModelForCausalLM, device)
 
 
 def load_sft_history(config: SFTStageConfig | None = None) -> list[dict]:

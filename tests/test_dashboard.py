@@ -61,8 +61,9 @@ def test_overoptimisation_figure():
         "β=0.1": [dict(h, **{"gold/score": 0.2}) for h in fake_history()],
     }
     fig = overoptimisation_figure(runs)
-    assert len(fig.data) == 4  # proxy and gold for each run
-    assert list(fig.data[0].x) == [(0.5 * s) ** 0.5 for s in range(1, 6)]
-    assert fig.data[1].xaxis == "x2" and list(fig.data[3].y) == [0.2] * 5
+    assert len(fig.data) == 8  # points and trend line, proxy and gold, for each run
+    assert list(fig.data[0].x) == [(0.5 * s) ** 0.5 for s in range(1, 6)]  # raw points
+    assert fig.data[2].xaxis == "x2" and list(fig.data[6].y) == [0.2] * 5  # β=0.1 gold points
+    assert list(fig.data[1].y) == smooth(list(fig.data[0].y), 0.7)  # the trend line
     with pytest.raises(ValueError, match="gold"):
         overoptimisation_figure({"no gold": fake_history()})
