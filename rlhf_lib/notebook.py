@@ -153,13 +153,13 @@ class SummaryLineProgress(tqdm_std):
     """tqdm that draws nothing while running and prints its final state once, on close."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.update(file=open(os.devnull, "w"), mininterval=float("inf"), ncols=100)
+        self._devnull = open(os.devnull, "w")  # closed in close()
+        kwargs.update(file=self._devnull, mininterval=float("inf"), ncols=100)
         super().__init__(*args, **kwargs)
 
     def close(self):
         if not self.disable and not getattr(self, "_summary_printed", False):
             self._summary_printed = True
             print(self.format_meter(**self.format_dict), flush=True)
-        devnull = self.fp
         super().close()
-        devnull.close()
+        self._devnull.close()

@@ -53,6 +53,14 @@ def test_progress_prints_one_summary_line_during_the_build(monkeypatch, capsys):
     assert lines[0].startswith("training: 100%") and "5/5" in lines[0] and "loss=0.5" in lines[0]
 
 
+def test_a_disabled_progress_bar_prints_nothing_during_the_build(monkeypatch, capsys):
+    monkeypatch.setenv(notebook.BUILD_ENV, "1")
+    bar = notebook.progress(range(3), disable=True)
+    assert list(bar) == [0, 1, 2]
+    bar.close()
+    assert capsys.readouterr().out == ""
+
+
 def test_progress_is_tqdm_when_live(monkeypatch):
     monkeypatch.delenv(notebook.BUILD_ENV, raising=False)
     bar = notebook.progress(range(2), disable=True)
