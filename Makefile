@@ -59,7 +59,7 @@ twins: setup
 	$(BIN)/python tools/twins.py
 
 benchmark: setup
-	$(BIN)/python benchmarks/book_execution.py
+	$(BIN)/python benchmarks/book_execution.py --cold
 
 clean:
 	rm -rf _build/html _build/jupyter_execute _build/.doctrees _build/screenshots
