@@ -59,15 +59,21 @@ def _ensure_writable(root: Path) -> None:
         ) from None
 
 
+PACKAGE_DIR = Path(__file__).parent
+
+
+def _module_file(name: str) -> Path:
+    """The source file of an ``rlhf_lib`` module name (``rlhf_lib`` itself is ``__init__.py``)."""
+    parts = name.split(".")[1:]
+    return PACKAGE_DIR.joinpath(*parts).with_suffix(".py") if parts else PACKAGE_DIR / "__init__.py"
+
+
 def module_dependencies(module: str) -> set[str]:
     """``module`` and every ``rlhf_lib`` module it imports, directly or through others."""
-    package_dir = Path(__file__).parent
     seen, todo = set(), [module]
     while todo:
         name = todo.pop()
-        path = package_dir.joinpath(*name.split(".")[1:]).with_suffix(".py")
-        if name == "rlhf_lib":
-            path = package_dir / "__init__.py"
+        path = _module_file(name)
         if name in seen or not path.is_file():
             continue
         seen.add(name)
@@ -90,19 +96,13 @@ def library_fingerprint(module: str | None = None) -> str:
     """
     from rlhf_lib import __version__
 
-    package_dir = Path(__file__).parent
     if module is None or not module.startswith("rlhf_lib"):
-        paths = sorted(package_dir.rglob("*.py"))
+        paths = sorted(PACKAGE_DIR.rglob("*.py"))
     else:
-        paths = sorted(
-            package_dir.joinpath(*name.split(".")[1:]).with_suffix(".py")
-            if name != "rlhf_lib"
-            else package_dir / "__init__.py"
-            for name in module_dependencies(module)
-        )
+        paths = sorted(_module_file(name) for name in module_dependencies(module))
     digest = hashlib.sha256(__version__.encode())
     for path in paths:
-        digest.update(path.relative_to(package_dir).as_posix().encode())
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import sys
 import warnings
 
 from tqdm.std import tqdm as tqdm_std
@@ -51,7 +50,7 @@ def seed_everything(seed: int) -> None:
 def _quiet_libraries() -> None:
     for name in ("transformers", "datasets", "trl", "accelerate", "huggingface_hub", "torch"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    if "transformers" in sys.modules or _importable("transformers"):
+    if _importable("transformers"):
         import transformers
 
         transformers.logging.set_verbosity_error()

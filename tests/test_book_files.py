@@ -44,18 +44,9 @@ def test_twins_start_with_a_colab_only_install_cell():
         compile(source, "colab-cell", "exec")
 
 
-def requirement_names(path):
-    names = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line and not line.startswith("-"):
-            names[twins.re.split(r"[<>=!~\[ ;]", line, maxsplit=1)[0].lower()] = line
-    return names
-
-
 def test_torch_is_pinned_and_binder_matches_the_root():
-    root = requirement_names(ROOT / "requirements.txt")
-    binder = requirement_names(ROOT / "binder" / "requirements.txt")
+    root = twins.pinned_requirements()
+    binder = twins.pinned_requirements(ROOT / "binder" / "requirements.txt")
     assert root["torch"] == "torch==2.13.0"
     assert binder["torch"] == "torch==2.13.0+cpu"
     assert "<2" in root["jupyter-book"]

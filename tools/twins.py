@@ -50,12 +50,12 @@ def repository() -> tuple[str, str]:
     return repo["url"].rstrip("/"), repo.get("branch", "main")
 
 
-def pinned_requirements() -> dict[str, str]:
-    """``{name: requirement line}`` from requirements.txt."""
+def pinned_requirements(path: Path = ROOT / "requirements.txt") -> dict[str, str]:
+    """``{name: requirement line}`` from a requirements file (pip options are skipped)."""
     pins = {}
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
+    for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
-        if line:
+        if line and not line.startswith("-"):
             name = re.split(r"[<>=!~\[ ;]", line, maxsplit=1)[0].lower()
             pins[name] = line
     return pins
