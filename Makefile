@@ -17,7 +17,7 @@ export RLHF_BOOK_BUILD := 1
 # Trained stages live beside the build, so a clean clone builds everything from scratch.
 export RLHF_BOOK_CACHE ?= $(CURDIR)/_build/stage-cache
 
-.PHONY: book test setup lint unit book-strict browser twins benchmark clean clean-cache
+.PHONY: book test setup lint unit book-strict browser twins benchmark benchmark-rl clean clean-cache
 
 setup: $(STAMP)
 
@@ -60,6 +60,9 @@ twins: setup
 
 benchmark: setup
 	$(BIN)/python benchmarks/book_execution.py --cold
+
+benchmark-rl: setup
+	$(BIN)/python benchmarks/rl_vs_trl.py
 
 clean:
 	rm -rf _build/html _build/jupyter_execute _build/.doctrees _build/screenshots

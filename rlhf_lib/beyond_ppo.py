@@ -1,0 +1,491 @@
+"""DPO, GRPO and RLOO with TRL, run on the miniature world beside our PPO (chapter 6).
+
+Every method starts from the same SFT policy (chapter 3) and keeps it as the frozen reference:
+
+- ``ppo``: :class:`rlhf_lib.ppo.PPOTrainer` (chapter 5), with a value model and a per-token KL
+  penalty;
+- ``grpo``: TRL's ``GRPOTrainer``, with no value model: a completion's advantage is its reward
+  minus the mean of its group (the other completions of the same prompt), divided by their spread;
+- ``rloo``: TRL's ``RLOOTrainer``: the advantage is the reward minus the mean reward of the *other*
+  completions of the prompt (leave-one-out), with the KL penalty folded into the reward;
+- ``dpo``: TRL's ``DPOTrainer``: no reward model and no sampling at all; it fits the policy to
+  chapter 4's labelled pairs directly (the first ``n_samples / 2`` of them, one pass: as many
+  completions as the online methods sample).
+
+The online methods (PPO, GRPO, RLOO) get the same budget: ``n_samples`` completions of the same
+training prompts, scored by the same reward model (chapter 4), with the same KL coefficient, the
+same learning rate and the same number of gradient steps per rollout. The hidden gold preference is
+logged beside the proxy reward (as a zero-weight reward function, so the TRL trainers never train
+on it). At evenly spaced checkpoints one function, :func:`evaluate_policy`, measures every policy
+the same way on held-out prompts: proxy reward, gold score and KL to the SFT policy.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import TrainerCallback
+
+from rlhf_lib.annotators import gold_score
+from rlhf_lib.cache import cached_stage
+from rlhf_lib.ppo import PPOConfig, response_mask
+from rlhf_lib.reward_model import RewardModelConfig, load_reward_model, score_texts
+from rlhf_lib.rlhf_run import RLHFRunConfig, evaluation_prompts
+from rlhf_lib.rlhf_run import make_trainer as make_ppo_trainer
+from rlhf_lib.sft import (
+    ProgressCallback,
+    SFTStageConfig,
+    load_sft_model,
+    review_prompts,
+    sft_model_path,
+    trainer_device_args,
+)
+
+STAGE = "method_run"
+RECORD = "record.json"
+METHODS = ("ppo", "grpo", "rloo", "dpo")
+ONLINE = ("ppo", "grpo", "rloo")  # the methods that sample from the policy while training
+
+
+@dataclass
+class MethodRunConfig:
+    """One run of one method; its hash names the cached stage. The defaults give every online
+    method chapter 5's budget: 30 rollouts of 32 completions, 4 passes over each in minibatches
+    of 8, learning rate 1e-4, β = 0.05."""
+
+    method: str = "grpo"
+    n_samples: int = 960  # completions generated while training (PPO: 30 steps × 32)
+    rollout_size: int = 32  # completions per rollout
+    group_size: int = 4  # GRPO/RLOO: completions per prompt (a rollout holds 8 prompts × 4)
+    mini_batch_size: int = 8  # completions per gradient step
+    epochs: int = 4  # passes over each rollout (PPO's ppo_epochs, TRL's num_iterations)
+    learning_rate: float = 1e-4
+    beta: float = 0.05  # KL coefficient (DPO's β is a different quantity: dpo_beta)
+    max_new_tokens: int = 24
+    missing_eos_penalty: float = 1.0  # as PPO: a review never ended loses one reward unit
+    dpo_beta: float = 0.1  # DPO's inverse temperature of the implicit reward (TRL's default)
+    n_prompts: int = 512  # training prompts, as chapter 5
+    prompt_seed: int = 3
+    n_eval_prompts: int = 128  # held-out prompts for the checkpoints
+    eval_max_new_tokens: int = 40  # as the SFT data and chapter 4's pairs: a review is not cut
+    n_checkpoints: int = 5  # evaluations after training starts (the SFT point comes free)
+    seed: int = 0
+    sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.rollout_size % self.mini_batch_size:
+            raise ValueError(
+                f"rollout_size={self.rollout_size} must be divisible by "
+                f"mini_batch_size={self.mini_batch_size}: each rollout is split into equal parts."
+            )
+        if self.rollout_size % self.group_size:
+            raise ValueError(
+                f"rollout_size={self.rollout_size} must be divisible by group_size="
+                f"{self.group_size}: a rollout holds whole groups of completions of one prompt."
+            )
+        if self.n_samples < self.rollout_size:
+            raise ValueError(
+                f"n_samples={self.n_samples} is less than one rollout ({self.rollout_size})."
+            )
+
+    @property
+    def rollouts(self) -> int:
+        return self.n_samples // self.rollout_size
+
+    @property
+    def steps_per_rollout(self) -> int:
+        return self.rollout_size // self.mini_batch_size
+
+
+# ---------------------------------------------------------------------------------------------
+# The three ideas, written out (the chapter checks them against TRL's numbers)
+# ---------------------------------------------------------------------------------------------
+
+
+def _groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    rewards = torch.as_tensor(rewards, dtype=torch.float32)
+    if rewards.ndim != 1 or group_size < 2 or rewards.numel() % group_size:
+        raise ValueError(
+            f"rewards must be a flat tensor of whole groups of group_size >= 2 completions "
+            f"(completions of one prompt next to each other); got shape {tuple(rewards.shape)} "
+            f"and group_size={group_size}."
+        )
+    return rewards.view(-1, group_size)
+
+
+def grpo_advantages(rewards, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO (Shao et al., 2024): each completion's reward minus its group's mean, divided by the
+    group's standard deviation. No value model: the group is the baseline."""
+    groups = _groups(rewards, group_size)
+    return ((groups - groups.mean(1, keepdim=True)) / (groups.std(1, keepdim=True) + eps)).view(-1)
+
+
+def rloo_advantages(rewards, group_size: int) -> torch.Tensor:
+    """RLOO (Kool et al., 2019; Ahmadian et al., 2024): each completion's reward minus the mean
+    reward of the *other* completions of its prompt, a baseline that does not depend on the
+    completion itself, so the policy gradient stays unbiased."""
+    groups = _groups(rewards, group_size)
+    others_mean = (groups.sum(1, keepdim=True) - groups) / (group_size - 1)
+    return (groups - others_mean).view(-1)
+
+
+def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+             beta: float = 0.1) -> torch.Tensor:  # fmt: skip
+    """DPO (Rafailov et al., 2023): ``-log σ(β[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) −
+    log π_ref(y_l))])``, averaged over pairs. The arguments are summed log-probabilities of each
+    completion given its prompt; ``β · log π/π_ref`` plays the part of the reward."""
+    chosen = policy_chosen_logps - ref_chosen_logps
+    rejected = policy_rejected_logps - ref_rejected_logps
+    return -F.logsigmoid(beta * (chosen - rejected)).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# One measurement for every policy
+# ---------------------------------------------------------------------------------------------
+
+
+def _next_token_logprobs(model, input_ids, attention_mask, context_length):
+    """Log-probabilities of the whole vocabulary at each response position: ``(B, T, vocab)``."""
+    positions = (attention_mask.cumsum(1) - 1).clamp(min=0)  # left padding, as generate() counts
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
+    ).logits
+    return F.log_softmax(logits[:, context_length - 1 : -1], dim=-1)
+
+
+@torch.no_grad()
+def evaluate_policy(policy, reference, tokenizer, prompts, reward_model, rm_tokenizer,
+                    max_new_tokens: int = 24, seed: int = 0) -> dict:  # fmt: skip
+    """Sample one review per prompt and measure it three ways.
+
+    Returns the mean proxy reward (reward model), the mean gold score, the texts, and the KL
+    divergence from the reference, ``KL(π ‖ π_ref)`` per review in nats, estimated as the mean
+    over samples of ``Σ_t KL(π(·|s_t) ‖ π_ref(·|s_t))``: the exact KL of each next-token
+    distribution along the sampled review. That is unbiased, like ``Σ_t log π(y_t) − log
+    π_ref(y_t)``, but never negative and much less noisy (the sum over the vocabulary replaces
+    the one sampled token).
+    """
+    was_training = policy.training
+    policy.eval()
+    torch.manual_seed(seed)
+    tokenizer.padding_side = "left"
+    device = next(policy.parameters()).device
+    query = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+    context_length = query["input_ids"].shape[1]
+    output = policy.generate(**query, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                             max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    responses = output[:, context_length:]
+    mask = response_mask(responses, tokenizer.eos_token_id)
+    responses = responses.masked_fill(mask == 0, tokenizer.pad_token_id)
+    input_ids = torch.cat([query["input_ids"], responses], 1)
+    attention_mask = torch.cat([query["attention_mask"], mask], 1)
+    logp = _next_token_logprobs(policy, input_ids, attention_mask, context_length)
+    logp_ref = _next_token_logprobs(reference, input_ids, attention_mask, context_length)
+    kl_per_token = (logp.exp() * (logp - logp_ref)).sum(-1)  # (B, T), exact at each state
+    kl = (kl_per_token * mask).sum(1)
+    texts = [p + tokenizer.decode(r[m.bool()], skip_special_tokens=True)
+             for p, r, m in zip(prompts, responses, mask, strict=True)]  # fmt: skip
+    policy.train(was_training)
+    return {
+        "proxy": float(np.mean(score_texts(reward_model, rm_tokenizer, texts))),
+        "gold": float(np.mean(gold_score(texts))),
+        "kl": float(kl.mean()),
+        "texts": texts,
+    }
+
+
+class Checkpoints:
+    """Evaluates the policy after chosen numbers of training steps, and keeps the time it spent
+    apart, so the training time a method reports excludes its own measurement."""
+
+    def __init__(self, config: MethodRunConfig, reference, tokenizer, total_steps: int,
+                 samples_per_step: float):  # fmt: skip
+        self.config, self.reference, self.tokenizer = config, reference, tokenizer
+        self.reward_model, self.rm_tokenizer = load_reward_model(config.reward_model)
+        self.prompts = evaluation_prompts(config.n_eval_prompts)
+        self.samples_per_step = samples_per_step
+        n = config.n_checkpoints
+        self.steps = sorted({round(total_steps * (i + 1) / n) for i in range(n)})
+        self.rows: list[dict] = []
+        self.texts: list[str] = []
+        self.wall_seconds = self.cpu_seconds = 0.0
+
+    def measure(self, policy, step: int) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        config = self.config
+        result = evaluate_policy(policy, self.reference, self.tokenizer, self.prompts,
+                                 self.reward_model, self.rm_tokenizer,
+                                 config.eval_max_new_tokens, seed=config.seed)  # fmt: skip
+        self.texts = result.pop("texts")
+        self.rows.append({"step": step, "samples": round(step * self.samples_per_step), **result})
+        self.wall_seconds += time.perf_counter() - wall
+        self.cpu_seconds += time.process_time() - cpu
+
+
+class _CheckpointCallback(TrainerCallback):
+    def __init__(self, checkpoints: Checkpoints):
+        self.checkpoints = checkpoints
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step in self.checkpoints.steps:
+            self.checkpoints.measure(model, state.global_step)
+
+
+# ---------------------------------------------------------------------------------------------
+# The four methods
+# ---------------------------------------------------------------------------------------------
+
+
+def _proxy_and_gold_rewards(config: MethodRunConfig, eos_token_id: int):
+    """TRL reward functions: the reward model (trained on) and the gold score (weight 0: logged
+    as ``rewards/gold/mean``, never trained on)."""
+    reward_model, rm_tokenizer = load_reward_model(config.reward_model)
+
+    def proxy(prompts, completions, completion_ids, **kwargs):
+        texts = [p + c for p, c in zip(prompts, completions, strict=True)]
+        scores = score_texts(reward_model, rm_tokenizer, texts)
+        ended = np.array([eos_token_id in ids for ids in completion_ids])
+        return (scores - config.missing_eos_penalty * ~ended).tolist()  # as PPO does
+
+    def gold(prompts, completions, **kwargs):
+        return gold_score([p + c for p, c in zip(prompts, completions, strict=True)])
+
+    return [proxy, gold]
+
+
+def _trl_common_args(config: MethodRunConfig, output_dir) -> dict:
+    return {
+        "output_dir": str(output_dir),
+        "learning_rate": config.learning_rate,
+        "lr_scheduler_type": "constant",  # as our PPO: no schedule to confound the comparison
+        "warmup_steps": 0,
+        "per_device_train_batch_size": config.mini_batch_size,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "seed": config.seed,
+        **trainer_device_args(),
+    }
+
+
+def _train_online_trl(config: MethodRunConfig, output_dir):
+    """GRPO or RLOO with TRL at PPO's budget; returns ``(policy, log_history, checkpoints)``."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    config_class, trainer_class = {
+        "grpo": (GRPOConfig, GRPOTrainer),
+        "rloo": (RLOOConfig, RLOOTrainer),
+    }[config.method]
+    sft_path = sft_model_path(config.sft)  # TRL loads policy *and* reference from this folder
+    reference, tokenizer = load_sft_model(config.sft)
+    max_steps = config.rollouts * config.steps_per_rollout * config.epochs
+    args = config_class(
+        **_trl_common_args(config, output_dir),
+        max_steps=max_steps,
+        num_generations=config.group_size,
+        steps_per_generation=config.steps_per_rollout,
+        num_iterations=config.epochs,
+        max_completion_length=config.max_new_tokens,
+        temperature=1.0,
+        beta=config.beta,
+        reward_weights=[1.0, 0.0],
+        disable_dropout=True,
+    )
+    prompts = review_prompts(config.n_prompts, seed=config.prompt_seed)
+    checkpoints = Checkpoints(config, reference, tokenizer, max_steps,
+                              config.n_samples / max_steps)  # fmt: skip
+    trainer = trainer_class(
+        model=str(sft_path),
+        reward_funcs=_proxy_and_gold_rewards(config, tokenizer.eos_token_id),
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        processing_class=tokenizer,
+        callbacks=[ProgressCallback(config.method.upper()), _CheckpointCallback(checkpoints)],
+    )
+    _remove_printer(trainer)
+    trainer.train()
+    return trainer.model, trainer.state.log_history, checkpoints
+
+
+def _train_dpo(config: MethodRunConfig, output_dir):
+    """DPO on ``n_samples / 2`` of chapter 4's training pairs, one pass; returns
+    ``(policy, log_history, checkpoints)``."""
+    from trl import DPOConfig, DPOTrainer
+
+    from rlhf_lib.preferences import for_training, load_preferences
+
+    pairs = for_training(load_preferences(config.reward_model.preferences)["train"])
+    n_pairs = config.n_samples // 2
+    if n_pairs > len(pairs):
+        raise ValueError(
+            f"DPO needs n_samples / 2 = {n_pairs} preference pairs, but chapter 4's training "
+            f"split has {len(pairs)}: lower n_samples or raise PreferenceConfig.n_train."
+        )
+    pairs = pairs.select(range(n_pairs))
+    reference, tokenizer = load_sft_model(config.sft)
+    args = DPOConfig(
+        **_trl_common_args(config, output_dir),
+        num_train_epochs=1,
+        beta=config.dpo_beta,
+        max_length=config.reward_model.max_length,
+    )
+    trainer = DPOTrainer(
+        model=str(sft_model_path(config.sft)),
+        args=args,
+        train_dataset=pairs,
+        processing_class=tokenizer,
+        callbacks=[ProgressCallback("DPO")],
+    )
+    total_steps = len(trainer.get_train_dataloader())
+    # DPO generates nothing: its "samples" are the labelled completions it read (2 per pair).
+    checkpoints = Checkpoints(config, reference, tokenizer, total_steps,
+                              2 * config.mini_batch_size)  # fmt: skip
+    trainer.add_callback(_CheckpointCallback(checkpoints))
+    _remove_printer(trainer)
+    trainer.train()
+    return trainer.model, trainer.state.log_history, checkpoints
+
+
+def _train_ppo(config: MethodRunConfig, output_dir):
+    """Our PPO (chapter 5) at the same budget; returns ``(policy, history, checkpoints)``."""
+    ppo = PPOConfig(
+        total_steps=config.rollouts,
+        batch_size=config.rollout_size,
+        mini_batch_size=config.mini_batch_size,
+        ppo_epochs=config.epochs,
+        max_new_tokens=config.max_new_tokens,
+        kl_coef=config.beta,
+        missing_eos_penalty=config.missing_eos_penalty,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+    )
+    run = RLHFRunConfig(ppo=ppo, n_prompts=config.n_prompts, prompt_seed=config.prompt_seed,
+                        sft=config.sft, reward_model=config.reward_model)  # fmt: skip
+    trainer = make_ppo_trainer(run)
+    checkpoints = Checkpoints(config, trainer.ref_policy, trainer.tokenizer, config.rollouts,
+                              config.rollout_size)  # fmt: skip
+    from rlhf_lib.notebook import progress
+
+    bar = progress(range(config.rollouts), desc="PPO")
+    for step in bar:
+        trainer.step()
+        if step + 1 in checkpoints.steps:
+            checkpoints.measure(trainer.policy, step + 1)
+    bar.close()
+    return trainer.policy, trainer.history, checkpoints
+
+
+def _remove_printer(trainer) -> None:
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the bar for a log printer
+
+
+TRAINERS = {"ppo": _train_ppo, "grpo": _train_online_trl, "rloo": _train_online_trl,
+            "dpo": _train_dpo}  # fmt: skip
+
+
+def train_method(config: MethodRunConfig, folder) -> dict:
+    """Train one method, save its policy in ``folder`` and return (and save) its record:
+    checkpoints (samples, proxy, gold, KL), the trainer's log, training wall and CPU seconds
+    (measurement excluded) and the final held-out samples."""
+    folder = Path(folder)
+    torch.manual_seed(config.seed)
+    wall, cpu = time.perf_counter(), time.process_time()
+    policy, history, checkpoints = TRAINERS[config.method](config, folder / "trainer")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    start = sft_checkpoint(config)
+    record = {
+        "method": config.method,
+        "config": asdict(config),
+        "checkpoints": [start, *checkpoints.rows],
+        "history": history,
+        "train_wall_seconds": wall - checkpoints.wall_seconds,
+        "train_cpu_seconds": cpu - checkpoints.cpu_seconds,
+        "samples": checkpoints.texts,
+    }
+    policy.save_pretrained(folder / "policy")
+    checkpoints.tokenizer.save_pretrained(folder / "policy")
+    (folder / RECORD).write_text(json.dumps(record))
+    return record
+
+
+def sft_checkpoint(config: MethodRunConfig) -> dict:
+    """The common starting point: the SFT policy measured as every checkpoint is (KL 0)."""
+    policy, tokenizer = load_sft_model(config.sft)
+    reward_model, rm_tokenizer = load_reward_model(config.reward_model)
+    prompts = evaluation_prompts(config.n_eval_prompts)
+    reference = copy.deepcopy(policy)
+    result = evaluate_policy(policy, reference, tokenizer, prompts, reward_model, rm_tokenizer,
+                             config.eval_max_new_tokens, seed=config.seed)  # fmt: skip
+    return {"step": 0, "samples": 0, **{k: v for k, v in result.items() if k != "texts"}}
+
+
+def method_run_path(config: MethodRunConfig) -> Path:
+    """The cached folder of one method's run (trained first if needed)."""
+    return cached_stage(STAGE, asdict(config), lambda folder: train_method(config, folder))
+
+
+def load_method_run(config: MethodRunConfig) -> dict:
+    """The record of a (cached) run; ``record["policy_path"]`` is its saved policy."""
+    path = method_run_path(config)
+    record = json.loads((path / RECORD).read_text())
+    record["policy_path"] = str(path / "policy")
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures and tables
+# ---------------------------------------------------------------------------------------------
+
+METHOD_NAMES = {"ppo": "PPO (ours)", "grpo": "GRPO (TRL)", "rloo": "RLOO (TRL)", "dpo": "DPO (TRL)"}
+
+
+def gold_vs_kl_figure(runs: list[dict], y: str = "gold"):
+    """Gold score (or ``y="proxy"``) against KL to the SFT policy, one curve per method.
+
+    ``runs`` are records of :func:`load_method_run` (or the benchmark's ``methods``): each has a
+    ``method`` and its ``checkpoints``. Every curve starts at the SFT policy (KL 0); hover shows
+    how many samples the method had used.
+    """
+    import plotly.graph_objects as go
+
+    from rlhf_lib.dashboard import KL_BAND, RUN_COLOURS
+
+    if not runs:
+        raise ValueError("gold_vs_kl_figure needs at least one run record")
+    if y not in ("gold", "proxy"):
+        raise ValueError(f"y must be 'gold' or 'proxy', got {y!r}")
+    fig = go.Figure()
+    for colour, run in zip(RUN_COLOURS, runs, strict=False):
+        points = run["checkpoints"]
+        fig.add_trace(go.Scatter(
+            x=[p["kl"] for p in points], y=[p[y] for p in points], mode="lines+markers",
+            name=METHOD_NAMES.get(run["method"], run["method"]), line={"color": colour},
+            customdata=[p["samples"] for p in points],
+            hovertemplate="KL %{x:.2f} nats<br>" + y + " %{y:.3f}<br>%{customdata} samples",
+        ))  # fmt: skip
+    fig.add_vrect(x0=KL_BAND[0], x1=KL_BAND[1], fillcolor="green", opacity=0.06, line_width=0)
+    label = "Mean gold score (hidden preference)" if y == "gold" else "Mean reward-model score"
+    fig.update_layout(
+        title=f"{label.split(' (')[0]} against KL to the SFT policy, held-out prompts",
+        xaxis_title="KL(π ‖ π_SFT), nats per review",
+        yaxis_title=label,
+        template="plotly_white",
+        height=420,
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig

@@ -1,0 +1,423 @@
+"""The book's performance page (back matter): the committed benchmark results, read and judged.
+
+Two scripts under ``benchmarks/`` measure the book and write JSON files to ``benchmarks/results/``:
+
+- ``book_execution.json`` (``make benchmark``, that is ``python benchmarks/book_execution.py
+  --cold``): the wall time and peak memory of every page, each executed in a fresh kernel, in book
+  order, from an empty stage cache;
+- ``rl_vs_trl.json`` (``python benchmarks/rl_vs_trl.py``): our PPO against TRL's GRPO, RLOO and DPO
+  from the same SFT policy at the same sample budget (chapter 6).
+
+Nothing here measures anything: the functions read those files, so a page that shows them states
+the numbers of the machine that ran the benchmark, not those of the machine building the website.
+Each target of the book is judged "met", "missed" or "not tested"; the last when the measurement
+does not match the target's conditions (a warm cache, more than two cores, pages missing, ...).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import yaml
+from plotly.colors import qualitative
+
+# The book's targets: a class runs the whole book in one sitting on a 2-core laptop, and a Binder
+# kernel is killed above 2 GB.
+TARGET_TOTAL_SECONDS = 600  # the whole book, from an empty stage cache
+TARGET_CHAPTER_SECONDS = 180  # any one chapter (a part of _toc.yml), from an empty cache
+TARGET_PEAK_MB = 2048  # resident memory of any one kernel, its child processes included
+TARGET_CORES = 2  # the execution targets hold on this many usable cores
+TARGET_GAIN_PER_CPU_RATIO = 1.5  # our PPO's gold gain per CPU-second over TRL's best online one
+
+PRODUCERS = {  # the command that writes each results file
+    "book_execution": "make benchmark  (that is: python benchmarks/book_execution.py --cold)",
+    "rl_vs_trl": "python benchmarks/rl_vs_trl.py",
+}
+PAGE_FIELDS = ("page", "wall_seconds", "peak_rss_mb")
+METHOD_FIELDS = (
+    "method", "samples", "gold_start", "gold_final", "gold_gain", "proxy_gain", "final_kl",
+    "train_wall_seconds", "train_cpu_seconds", "samples_per_second", "gold_gain_per_cpu_second",
+    "peak_rss_mb",
+)  # fmt: skip
+ROOT_CHAPTER = "Introduction"  # the toc's root page belongs to no part
+NOT_IN_TOC = "(not in _toc.yml)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the results
+# ---------------------------------------------------------------------------------------------
+
+
+def repository_root() -> Path:
+    """The folder holding ``_toc.yml``: above this package (a clone with ``pip install -e .``, the
+    book build) or else above the working directory (a notebook opened inside a clone)."""
+    for origin in (Path(__file__).resolve().parent, Path.cwd().resolve()):
+        for folder in (origin, *origin.parents):
+            if (folder / "_toc.yml").is_file():
+                return folder
+    raise FileNotFoundError(
+        "could not find the book's repository (a folder with _toc.yml) above the rlhf_lib package "
+        f"or above the working directory {Path.cwd()}: run this from a clone of the repository, "
+        "or pass the results folder explicitly."
+    )
+
+
+def load_benchmark(name: str, folder: str | Path | None = None) -> dict:
+    """The report ``{folder}/{name}.json``; ``folder`` defaults to the repository's
+    ``benchmarks/results``. A missing file raises an error that names the command writing it."""
+    folder = Path(folder) if folder is not None else repository_root() / "benchmarks" / "results"
+    path = folder / f"{name}.json"
+    if not path.is_file():
+        command = PRODUCERS.get(name, f"the script benchmarks/{name}.py")
+        raise FileNotFoundError(
+            f"no benchmark results at {path}. They are written by `{command}`, run from the "
+            "repository root; commit the JSON file to show it in the book."
+        )
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from err
+    if not isinstance(report, dict):
+        raise ValueError(f"{path} holds a {type(report).__name__}, not a benchmark report")
+    return report
+
+
+def _entries(report: dict, key: str, fields: tuple[str, ...]) -> list[dict]:
+    """``report[key]``, checked: a non-empty list of records that each have ``fields``."""
+    producer = {"pages": PRODUCERS["book_execution"], "methods": PRODUCERS["rl_vs_trl"]}[key]
+    entries = report.get(key) if isinstance(report, dict) else None
+    if not isinstance(entries, list) or not entries:
+        found = f"keys: {sorted(report)}" if isinstance(report, dict) else type(report).__name__
+        raise ValueError(
+            f"this report has no (non-empty) {key!r} list ({found}); "
+            f"expected the output of `{producer}`"
+        )
+    for index, entry in enumerate(entries):
+        missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
+        if missing:
+            raise ValueError(f"{key}[{index}] lacks {missing}; expected the output of `{producer}`")
+    return entries
+
+
+def machine_line(report: dict) -> str:
+    """One sentence: when and on what the report was measured."""
+    machine = report.get("machine")
+    if not isinstance(machine, dict) or "date" not in report:
+        raise ValueError("a benchmark report needs a 'date' and a 'machine' record")
+    date = datetime.datetime.fromisoformat(report["date"])
+    cores, usable = machine.get("cores"), machine.get("usable_cores", machine.get("cores"))
+    cores_text = f"{cores} cores" if usable == cores else f"{usable} of its {cores} cores"
+    cpu = machine.get("cpu_model") or "unknown CPU"
+    article = "an" if cpu[0].lower() in "aeiou" else "a"
+    device = "with a CUDA GPU available" if machine.get("cuda") else "on the CPU only"
+    return (
+        f"Measured on {date.day} {date:%B %Y} on {article} {cpu} with {cores_text} and "
+        f"{machine.get('memory_gb', '?')} GB of memory, with Python {machine.get('python', '?')} "
+        f"and torch {machine.get('torch', '?')}, {device}."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Executing the book
+# ---------------------------------------------------------------------------------------------
+
+
+def _page_path(name: str) -> str:
+    return name if name.endswith((".md", ".ipynb")) else f"{name}.md"
+
+
+def toc_chapters(toc_file: str | Path | None = None) -> dict[str, str]:
+    """``{page path: chapter}`` for every file of ``_toc.yml``, in book order; a chapter is a part's
+    caption ("Transformers", "Reward models", ...), the root page is the "Introduction"."""
+    toc_file = Path(toc_file) if toc_file is not None else repository_root() / "_toc.yml"
+    toc = yaml.safe_load(toc_file.read_text())
+    chapters = {_page_path(toc["root"]): ROOT_CHAPTER}
+
+    def walk(entries, caption):
+        for entry in entries or []:
+            if "file" in entry:
+                chapters[_page_path(entry["file"])] = caption
+            walk(entry.get("sections"), caption)
+            walk(entry.get("chapters"), caption)
+
+    for part in toc.get("parts") or []:
+        walk(part.get("chapters"), part.get("caption", "(untitled part)"))
+    return chapters
+
+
+def unmeasured_pages(report: dict, root: str | Path | None = None) -> list[str]:
+    """Notebook pages of the toc (those with a jupytext header) that the report did not measure."""
+    root = Path(root) if root is not None else repository_root()
+    measured = {p["page"] for p in _entries(report, "pages", PAGE_FIELDS)}
+    return [
+        page
+        for page in toc_chapters(root / "_toc.yml")
+        if page not in measured
+        and (root / page).is_file()
+        and (root / page).read_text().startswith("---\njupytext:")
+    ]
+
+
+def execution_table(report: dict, chapters: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per measured page, in the report's (book) order: its chapter, seconds, peak MB."""
+    chapters = toc_chapters() if chapters is None else chapters
+    rows = [
+        {
+            "chapter": chapters.get(p["page"], NOT_IN_TOC),
+            "page": p["page"].removeprefix("book/").removesuffix(".md"),
+            "seconds": float(p["wall_seconds"]),
+            "peak MB": float(p["peak_rss_mb"]),
+            "code cells": p.get("code_cells"),
+            "error": p.get("error") or "",
+        }
+        for p in _entries(report, "pages", PAGE_FIELDS)
+    ]
+    return pd.DataFrame(rows)
+
+
+def chapter_summary(report: dict, chapters: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per chapter, in book order: pages, total seconds, largest peak MB, and whether it
+    keeps within the chapter time and the kernel memory targets."""
+    chapters = toc_chapters() if chapters is None else chapters
+    table = execution_table(report, chapters)
+    order = list(dict.fromkeys([*chapters.values(), NOT_IN_TOC]))  # book order, each once
+    table["chapter"] = pd.Categorical(table["chapter"], categories=order, ordered=True)
+    summary = table.groupby("chapter", observed=True).agg(
+        pages=("page", "size"), seconds=("seconds", "sum"), **{"peak MB": ("peak MB", "max")}
+    )
+    summary[f"≤ {TARGET_CHAPTER_SECONDS} s"] = summary["seconds"] <= TARGET_CHAPTER_SECONDS
+    summary[f"≤ {TARGET_PEAK_MB} MB"] = summary["peak MB"] <= TARGET_PEAK_MB
+    summary.index = summary.index.astype(str)
+    return summary
+
+
+def _judge(target: str, measured: str, ok: bool, untested: list[str]) -> dict:
+    status = "not tested" if untested else ("met" if ok else "missed")
+    return {"target": target, "measured": measured, "status": status, "why": "; ".join(untested)}
+
+
+def execution_targets(report: dict, root: str | Path | None = None) -> dict[str, dict]:
+    """The execution targets, each ``{target, measured, status, why}``: ``total`` (the whole book),
+    ``chapter`` (the slowest chapter), ``memory`` (the largest kernel), ``errors`` (none failed).
+
+    A timing or memory target is "not tested" unless the run matches its conditions: an empty
+    cache, at most ``TARGET_CORES`` usable cores, every notebook page of the toc measured, and no
+    page failing (a page that stops at an error is cut short, so its time is not the page's).
+    """
+    root = Path(root) if root is not None else repository_root()
+    chapters = toc_chapters(root / "_toc.yml")
+    pages, summary = execution_table(report, chapters), chapter_summary(report, chapters)
+    machine = report.get("machine", {})
+    cores = machine.get("usable_cores", machine.get("cores"))
+    failed, missing = pages[pages["error"] != ""], unmeasured_pages(report, root)
+    untested = []
+    if report.get("cache") != "cold":
+        untested.append(f"measured with a {report.get('cache', 'unknown')} cache, not an empty one")
+    if cores is None or cores > TARGET_CORES:
+        untested.append(f"measured on {cores} cores, more than {TARGET_CORES}")
+    if missing:
+        untested.append(f"{len(missing)} page(s) not measured: {', '.join(missing)}")
+    if len(failed):
+        untested.append(f"{len(failed)} page(s) failed")
+    total = float(pages["seconds"].sum())
+    slowest, heaviest = summary["seconds"].idxmax(), pages.loc[pages["peak MB"].idxmax()]
+    return {
+        "total": _judge(
+            f"whole book ≤ {TARGET_TOTAL_SECONDS} s",
+            f"{total:.0f} s",
+            total <= TARGET_TOTAL_SECONDS,
+            untested,
+        ),
+        "chapter": _judge(
+            f"every chapter ≤ {TARGET_CHAPTER_SECONDS} s",
+            f"slowest: {slowest}, {summary.loc[slowest, 'seconds']:.0f} s",
+            bool((summary["seconds"] <= TARGET_CHAPTER_SECONDS).all()),
+            untested,
+        ),
+        "memory": _judge(
+            f"every kernel ≤ {TARGET_PEAK_MB} MB",
+            f"largest: {heaviest['page']}, {heaviest['peak MB']:.0f} MB",
+            bool((pages["peak MB"] <= TARGET_PEAK_MB).all()),
+            untested,
+        ),
+        "errors": _judge(
+            "every page runs without error",
+            f"{len(pages) - len(failed)} of {len(pages)} pages",
+            len(failed) == 0,
+            [],
+        ),
+    }
+
+
+def execution_figure(report: dict, chapters: dict[str, str] | None = None) -> go.Figure:
+    """Seconds per page as horizontal bars coloured by chapter; a button switches to peak memory,
+    where a dashed line marks the kernel ceiling. The buttons work on the static website."""
+    table = execution_table(report, chapters)
+    order = list(dict.fromkeys(table["chapter"]))
+    fig = go.Figure()
+    for view in ("seconds", "peak MB"):
+        for colour_index, chapter in enumerate(order):
+            rows = table[table["chapter"] == chapter]
+            fig.add_trace(
+                go.Bar(
+                    x=rows[view],
+                    y=rows["page"],
+                    orientation="h",
+                    name=chapter,
+                    marker_color=qualitative.T10[colour_index % len(qualitative.T10)],
+                    legendgroup=chapter,
+                    visible=view == "seconds",
+                    hovertemplate="%{y}: %{x:.1f} " + ("s" if view == "seconds" else "MB"),
+                )
+            )
+    fig.add_vline(
+        x=TARGET_PEAK_MB,
+        line_dash="dash",
+        line_color="#E45756",
+        visible=False,
+        annotation_text=f"{TARGET_PEAK_MB} MB per kernel",
+        annotation_visible=False,
+    )
+    n = len(order)
+    titles = {
+        "seconds": f"Seconds per page ({report.get('cache', 'unknown')} cache)",
+        "peak MB": "Peak resident memory per page's kernel (MB)",
+    }
+
+    def button(view):
+        memory = view == "peak MB"
+        return {
+            "label": "time" if not memory else "memory",
+            "method": "update",
+            "args": [
+                {"visible": [not memory] * n + [memory] * n},
+                {
+                    "title.text": titles[view],
+                    "xaxis.title.text": "seconds" if not memory else "MB",
+                    "shapes[0].visible": memory,
+                    "annotations[0].visible": memory,
+                },
+            ],
+        }
+
+    fig.update_layout(
+        title=titles["seconds"],
+        xaxis_title="seconds",
+        template="plotly_white",
+        height=max(420, 22 * len(table) + 260),
+        legend={"orientation": "h", "y": -0.12, "title_text": "chapter"},
+        yaxis={
+            "autorange": "reversed",
+            "categoryorder": "array",
+            "categoryarray": list(table["page"]),
+        },
+        updatemenus=[
+            {
+                "type": "buttons",
+                "direction": "right",
+                "x": 0,
+                "y": 1.12,
+                "xanchor": "left",
+                "buttons": [button("seconds"), button("peak MB")],
+            }
+        ],
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Our PPO against TRL
+# ---------------------------------------------------------------------------------------------
+
+
+def methods_table(report: dict) -> pd.DataFrame:
+    """One row per method of ``rl_vs_trl.json``: budget, gold and proxy gains, KL, cost."""
+    from rlhf_lib.beyond_ppo import METHOD_NAMES
+
+    rows = [
+        {
+            "method": METHOD_NAMES.get(m["method"], m["method"]),
+            "samples": m["samples"],
+            "gold start → final": f"{m['gold_start']:.3f} → {m['gold_final']:.3f}",
+            "gold gain": m["gold_gain"],
+            "proxy gain": m["proxy_gain"],
+            "final KL": m["final_kl"],
+            "train wall s": m["train_wall_seconds"],
+            "train CPU s": m["train_cpu_seconds"],
+            "samples/s": m["samples_per_second"],
+            "gold gain per CPU-s": m["gold_gain_per_cpu_second"],
+            "peak MB": m["peak_rss_mb"],
+        }
+        for m in _entries(report, "methods", METHOD_FIELDS)
+    ]
+    return pd.DataFrame(rows).set_index("method")
+
+
+def ppo_vs_best_trl(report: dict) -> dict:
+    """Our PPO against TRL's best online trainer (GRPO or RLOO, whichever ends with the higher
+    gold score): ``best_trl`` (its key), ``gold_ppo``, ``gold_best_trl``, ``samples_ppo``,
+    ``samples_best_trl`` and ``gain_per_cpu_ratio``, PPO's gold gain per CPU-second over its
+    (NaN when the TRL trainer gained no gold score: a ratio to zero or less means nothing)."""
+    from rlhf_lib.beyond_ppo import ONLINE
+
+    runs = {m["method"]: m for m in _entries(report, "methods", METHOD_FIELDS)}
+    trl = [runs[name] for name in ONLINE if name != "ppo" and name in runs]
+    if "ppo" not in runs or not trl:
+        raise ValueError(
+            f"the comparison needs 'ppo' and at least one of TRL's online methods "
+            f"{[n for n in ONLINE if n != 'ppo']}; this report has {sorted(runs)}"
+        )
+    ppo, best = runs["ppo"], max(trl, key=lambda m: m["gold_final"])
+    trl_rate = best["gold_gain_per_cpu_second"]
+    ratio = ppo["gold_gain_per_cpu_second"] / trl_rate if trl_rate > 0 else math.nan
+    return {
+        "best_trl": best["method"],
+        "gold_ppo": ppo["gold_final"],
+        "gold_best_trl": best["gold_final"],
+        "samples_ppo": ppo["samples"],
+        "samples_best_trl": best["samples"],
+        "gain_per_cpu_ratio": ratio,
+    }
+
+
+def method_targets(report: dict) -> dict[str, dict]:
+    """The two targets of our PPO against TRL's best online trainer, each
+    ``{target, measured, status, why}``: ``gold`` (at least its final gold score, at an equal
+    sample budget) and ``speed`` (at least ``TARGET_GAIN_PER_CPU_RATIO`` times its gold gain per
+    CPU-second)."""
+    from rlhf_lib.beyond_ppo import METHOD_NAMES
+
+    c = ppo_vs_best_trl(report)
+    name = METHOD_NAMES.get(c["best_trl"], c["best_trl"])
+    unequal = []
+    if c["samples_ppo"] != c["samples_best_trl"]:
+        unequal.append(f"unequal budgets: {c['samples_ppo']} and {c['samples_best_trl']} samples")
+    ratio = c["gain_per_cpu_ratio"]
+    undefined = (
+        [f"{name} gained no gold score, so the ratio is undefined"] if math.isnan(ratio) else []
+    )
+    return {
+        "gold": _judge(
+            f"PPO's final gold score ≥ that of {name}",
+            f"{c['gold_ppo']:.3f} vs {c['gold_best_trl']:.3f}",
+            c["gold_ppo"] >= c["gold_best_trl"],
+            unequal,
+        ),
+        "speed": _judge(
+            f"PPO's gold gain per CPU-second ≥ {TARGET_GAIN_PER_CPU_RATIO}× that of {name}",
+            "undefined" if math.isnan(ratio) else f"{ratio:.2f}×",
+            ratio >= TARGET_GAIN_PER_CPU_RATIO,
+            unequal + undefined,
+        ),
+    }
+
+
+def targets_table(*targets: dict[str, dict]) -> pd.DataFrame:
+    """The targets of :func:`execution_targets` and :func:`method_targets` as one table."""
+    rows = [row for group in targets for row in group.values()]
+    return pd.DataFrame(rows).set_index("target")

@@ -1,0 +1,319 @@
+"""The performance page's library: reading benchmark results, grouping pages, judging targets."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlhf_lib import performance as perf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import twins  # noqa: E402  (the toc's notebook pages, as the build and the benchmark see them)
+
+HEADER = "---\njupytext:\n  text_representation:\n    extension: .md\n---\n\n# A page\n"
+MACHINE = {
+    "cores": 2, "usable_cores": 2, "cpu_model": "Intel(R) Xeon(R) Processor", "memory_gb": 23.5,
+    "python": "3.11.7", "torch": "2.13.0+cpu", "cuda": False,
+}  # fmt: skip
+CHAPTERS = {  # page -> chapter, as toc_chapters() returns it for the toy book below
+    "book/intro.md": "Introduction",
+    "book/a/one.md": "Part A",
+    "book/a/two.md": "Part A",
+    "book/b/three.md": "Part B",
+    "book/c/four.md": "Part C",
+}
+
+
+def toy_book(tmp_path: Path) -> Path:
+    """A repository with an intro, two parts and a references page without code."""
+    toc = {
+        "format": "jb-book",
+        "root": "book/intro",
+        "parts": [
+            {"caption": "Part A", "chapters": [{"file": "book/a/one"}, {"file": "book/a/two"}]},
+            {"caption": "Part B", "chapters": [{"file": "book/b/three"}]},
+            {"caption": "Part C", "chapters": [{"file": "book/c/four"}]},
+            {"caption": "Back matter", "chapters": [{"file": "book/references"}]},
+        ],
+    }
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump(toc))
+    for page in CHAPTERS:
+        (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / page).write_text(HEADER)
+    (tmp_path / "book/references.md").write_text("# References\n")  # not a notebook
+    return tmp_path
+
+
+def execution_report(seconds=(5, 40, 60, 100, 30), peaks=(300, 900, 1200, 800, 500), **changes):
+    pages = [
+        {"page": page, "wall_seconds": s, "peak_rss_mb": mb, "code_cells": 3, "error": None}
+        for page, s, mb in zip(CHAPTERS, seconds, peaks, strict=True)
+    ]
+    report = {"date": "2026-11-28T00:31:02+00:00", "machine": dict(MACHINE), "cache": "cold"}
+    report.update(pages=pages, total_wall_seconds=sum(seconds), max_peak_rss_mb=max(peaks))
+    report.update(changes)
+    return report
+
+
+def method(name, gold_final, gain_per_cpu, samples=960, gold_start=0.2) -> dict:
+    cpu = 100.0
+    return {
+        "method": name, "samples": samples, "generates_samples": name != "dpo",
+        "gold_start": gold_start, "gold_final": gold_final, "gold_gain": gold_final - gold_start,
+        "proxy_start": 0.3, "proxy_final": 0.6, "proxy_gain": 0.3, "final_kl": 3.0,
+        "train_wall_seconds": cpu / 2, "train_cpu_seconds": cpu, "samples_per_second": 19.2,
+        "gold_gain_per_cpu_second": gain_per_cpu, "peak_rss_mb": 950.0,
+        "checkpoints": [
+            {"step": 0, "samples": 0, "proxy": 0.3, "gold": gold_start, "kl": 0.0},
+            {"step": 30, "samples": samples, "proxy": 0.6, "gold": gold_final, "kl": 3.0},
+        ],
+        "example_samples": ["A fine film."],
+    }  # fmt: skip
+
+
+def methods_report(*methods) -> dict:
+    methods = methods or (
+        method("ppo", 0.55, 0.003),
+        method("grpo", 0.50, 0.001),
+        method("rloo", 0.45, 0.002),  # faster than GRPO, but GRPO ends higher: GRPO is the best
+        method("dpo", 0.60, 0.010, samples=2400),  # offline: never the comparison
+    )
+    return {
+        "date": "2026-11-29T10:00:00+00:00", "machine": dict(MACHINE),
+        "command": "python benchmarks/rl_vs_trl.py", "budget": {"n_samples": 960},
+        "methods": list(methods),
+    }  # fmt: skip
+
+
+# --- reading results -----------------------------------------------------------------------------
+
+
+def test_repository_root_is_this_repository():
+    assert perf.repository_root() == ROOT
+
+
+def test_load_benchmark_reads_a_report(tmp_path):
+    (tmp_path / "rl_vs_trl.json").write_text(json.dumps(methods_report()))
+    assert perf.load_benchmark("rl_vs_trl", tmp_path)["methods"][0]["method"] == "ppo"
+
+
+@pytest.mark.parametrize(
+    "name, command",
+    [("rl_vs_trl", "python benchmarks/rl_vs_trl.py"), ("book_execution", "make benchmark")],
+)
+def test_a_missing_file_names_the_command_that_writes_it(tmp_path, name, command):
+    with pytest.raises(FileNotFoundError, match=command) as err:
+        perf.load_benchmark(name, tmp_path)
+    assert str(tmp_path / f"{name}.json") in str(err.value)
+
+
+def test_malformed_files_and_reports_raise_clear_errors(tmp_path):
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        perf.load_benchmark("broken", tmp_path)
+    (tmp_path / "listed.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a benchmark report"):
+        perf.load_benchmark("listed", tmp_path)
+    with pytest.raises(ValueError, match="no .*'pages'.*make benchmark"):
+        perf.execution_table(methods_report(), CHAPTERS)
+    with pytest.raises(ValueError, match="no .*'methods'.*rl_vs_trl"):
+        perf.methods_table(execution_report())
+    with pytest.raises(ValueError, match="no .*'pages'"):
+        perf.execution_table(execution_report(pages=[]), CHAPTERS)
+    report = execution_report()
+    del report["pages"][2]["peak_rss_mb"]
+    with pytest.raises(ValueError, match=r"pages\[2\] lacks \['peak_rss_mb'\]"):
+        perf.chapter_summary(report, CHAPTERS)
+    with pytest.raises(ValueError, match="'date' and a 'machine'"):
+        perf.machine_line({"pages": []})
+
+
+def test_machine_line():
+    line = perf.machine_line(execution_report())
+    for part in ("28 November 2026", "an Intel(R) Xeon(R) Processor", "2 cores", "23.5 GB",
+                 "3.11.7", "torch 2.13.0+cpu", "CPU only"):  # fmt: skip
+        assert part in line, (part, line)
+    gpu = execution_report(machine={**MACHINE, "cores": 8, "usable_cores": 2, "cuda": True})
+    assert "2 of its 8 cores" in perf.machine_line(gpu)
+    assert "CUDA GPU" in perf.machine_line(gpu) and "CPU only" not in perf.machine_line(gpu)
+
+
+# --- executing the book --------------------------------------------------------------------------
+
+
+def _toc_files(entries):
+    for entry in entries or []:
+        if "file" in entry:
+            yield entry["file"]
+        yield from _toc_files(entry.get("sections"))
+        yield from _toc_files(entry.get("chapters"))
+
+
+def test_chapter_grouping_covers_every_page_of_the_book():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    chapters = perf.toc_chapters()
+    captions = {part["caption"] for part in toc["parts"]}
+    assert chapters[f"{toc['root']}.md"] == perf.ROOT_CHAPTER
+    for part in toc["parts"]:
+        for name in _toc_files(part["chapters"]):
+            assert chapters[f"{name}.md"] == part["caption"], name
+    for page in twins.notebook_pages():  # every page the benchmark can measure
+        assert chapters[str(page.relative_to(ROOT))] in captions | {perf.ROOT_CHAPTER}
+    assert chapters["book/performance.md"] == "Back matter"
+
+
+def test_toy_toc_grouping_and_unmeasured_pages(tmp_path):
+    root = toy_book(tmp_path)
+    assert perf.toc_chapters(root / "_toc.yml") == {**CHAPTERS, "book/references.md": "Back matter"}
+    report = execution_report()
+    assert perf.unmeasured_pages(report, root) == []  # references.md has no code: not a notebook
+    report["pages"].pop(1)
+    assert perf.unmeasured_pages(report, root) == ["book/a/one.md"]
+
+
+def test_chapter_summary_totals_equal_sums():
+    report = execution_report()
+    report["pages"] = report["pages"][::-1]  # the summary keeps book order, not report order
+    report["pages"].append({"page": "book/old/gone.md", "wall_seconds": 7, "peak_rss_mb": 100})
+    pages, summary = perf.execution_table(report, CHAPTERS), perf.chapter_summary(report, CHAPTERS)
+    assert list(summary.index) == ["Introduction", "Part A", "Part B", "Part C", perf.NOT_IN_TOC]
+    assert summary["seconds"].sum() == pytest.approx(pages["seconds"].sum())
+    assert summary.loc["Part A", "seconds"] == pytest.approx(40 + 60)
+    assert summary.loc["Part A", "peak MB"] == 1200
+    assert summary["pages"].sum() == len(pages) == 6
+    assert list(pages["page"][:2]) == ["c/four", "b/three"]
+
+
+def test_chapter_summary_flags():
+    summary = perf.chapter_summary(execution_report(seconds=(5, 100, 81, 20, 30)), CHAPTERS)
+    assert not summary.loc["Part A", "≤ 180 s"] and summary.loc["Part B", "≤ 180 s"]
+    summary = perf.chapter_summary(execution_report(peaks=(300, 900, 2049, 800, 500)), CHAPTERS)
+    assert not summary.loc["Part A", "≤ 2048 MB"] and summary.loc["Part B", "≤ 2048 MB"]
+
+
+def _statuses(report, root):
+    return {key: row["status"] for key, row in perf.execution_targets(report, root).items()}
+
+
+def test_execution_targets_flip(tmp_path):
+    root = toy_book(tmp_path)
+    met = {"total": "met", "chapter": "met", "memory": "met", "errors": "met"}
+    assert _statuses(execution_report(), root) == met
+    # a chapter of 181 s, a book of 601 s, a kernel of 2049 MB: each target misses alone
+    assert _statuses(execution_report(seconds=(5, 100, 81, 20, 30)), root)["chapter"] == "missed"
+    over = _statuses(execution_report(seconds=(150, 100, 50, 150, 151)), root)
+    assert over == {**met, "total": "missed"}
+    assert _statuses(execution_report(seconds=(180, 90, 90, 180, 60)), root) == met  # limits hold
+    heavy = _statuses(execution_report(peaks=(300, 900, 2049, 800, 500)), root)
+    assert heavy == {**met, "memory": "missed"}
+    # runs that do not match the conditions test nothing
+    untested = {"total": "not tested", "chapter": "not tested", "memory": "not tested"}
+    warm = execution_report(
+        seconds=(5, 100, 81, 20, 30), cache="warm (whatever RLHF_BOOK_CACHE held)"
+    )
+    assert _statuses(warm, root) == {**untested, "errors": "met"}
+    many_cores = execution_report(machine={**MACHINE, "cores": 16, "usable_cores": 16})
+    assert _statuses(many_cores, root) == {**untested, "errors": "met"}
+    failed = execution_report()
+    failed["pages"][4]["error"] = "RuntimeError: boom"
+    assert _statuses(failed, root) == {**untested, "errors": "missed"}
+    partial = execution_report()
+    partial["pages"].pop(0)
+    targets = perf.execution_targets(partial, root)
+    assert targets["total"]["status"] == "not tested" and "book/intro.md" in targets["total"]["why"]
+
+
+# --- our PPO against TRL -------------------------------------------------------------------------
+
+
+def test_ppo_vs_best_trl_ratio():
+    versus = perf.ppo_vs_best_trl(methods_report())
+    assert versus["best_trl"] == "grpo"  # the higher gold score, not the faster trainer
+    assert versus["gold_ppo"] == 0.55 and versus["gold_best_trl"] == 0.50
+    assert versus["gain_per_cpu_ratio"] == pytest.approx(0.003 / 0.001)
+    only_rloo = perf.ppo_vs_best_trl(
+        methods_report(method("ppo", 0.5, 0.003), method("rloo", 0.4, 0.002))
+    )
+    assert only_rloo["best_trl"] == "rloo" and only_rloo["gain_per_cpu_ratio"] == pytest.approx(1.5)
+    stalled = methods_report(method("ppo", 0.5, 0.003), method("grpo", 0.1, -0.001))
+    assert math.isnan(perf.ppo_vs_best_trl(stalled)["gain_per_cpu_ratio"])
+    with pytest.raises(ValueError, match="needs 'ppo'"):
+        perf.ppo_vs_best_trl(methods_report(method("grpo", 0.5, 0.001), method("dpo", 0.5, 0.01)))
+    with pytest.raises(ValueError, match="one of TRL's online methods"):
+        perf.ppo_vs_best_trl(methods_report(method("ppo", 0.5, 0.001), method("dpo", 0.5, 0.01)))
+
+
+def _method_statuses(*methods):
+    return {
+        key: row["status"] for key, row in perf.method_targets(methods_report(*methods)).items()
+    }
+
+
+def test_method_targets_flip():
+    assert _method_statuses() == {"gold": "met", "speed": "met"}
+    # equal gold and exactly 1.5x: both met; a little less: both missed
+    assert _method_statuses(method("ppo", 0.5, 0.0015), method("grpo", 0.5, 0.001)) == {
+        "gold": "met", "speed": "met"
+    }  # fmt: skip
+    assert _method_statuses(method("ppo", 0.49, 0.00149), method("grpo", 0.5, 0.001)) == {
+        "gold": "missed", "speed": "missed"
+    }  # fmt: skip
+    unequal = _method_statuses(method("ppo", 0.6, 0.003, samples=1920), method("grpo", 0.5, 0.001))
+    assert unequal == {"gold": "not tested", "speed": "not tested"}
+    stalled = methods_report(method("ppo", 0.5, 0.003), method("grpo", 0.1, -0.01))
+    stalled = perf.method_targets(stalled)
+    assert stalled["speed"]["status"] == "not tested" and "undefined" in stalled["speed"]["why"]
+    assert stalled["speed"]["measured"] == "undefined"
+
+
+def test_methods_table():
+    from rlhf_lib.beyond_ppo import METHOD_NAMES
+
+    table = perf.methods_table(methods_report())
+    assert list(table.index) == [METHOD_NAMES[m] for m in ("ppo", "grpo", "rloo", "dpo")]
+    assert table.loc[METHOD_NAMES["dpo"], "samples"] == 2400
+    assert table.loc[METHOD_NAMES["ppo"], "gold start → final"] == "0.200 → 0.550"
+    assert table.loc[METHOD_NAMES["ppo"], "gold gain"] == pytest.approx(0.35)
+    for column in ("final KL", "train CPU s", "samples/s", "gold gain per CPU-s", "peak MB"):
+        assert column in table.columns
+
+
+def test_targets_table_lists_every_target(tmp_path):
+    table = perf.targets_table(
+        perf.execution_targets(execution_report(), toy_book(tmp_path)),
+        perf.method_targets(methods_report()),
+    )
+    assert len(table) == 6 and list(table.columns) == ["measured", "status", "why"]
+    assert set(table["status"]) == {"met"}
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def test_execution_figure_switches_between_time_and_memory():
+    fig = perf.execution_figure(execution_report(), CHAPTERS)
+    chapters = ["Introduction", "Part A", "Part B", "Part C"]
+    assert [t.name for t in fig.data] == chapters * 2
+    assert [t.visible for t in fig.data] == [True] * 4 + [False] * 4
+    assert all(t.orientation == "h" for t in fig.data)
+    assert list(fig.data[1].y) == ["a/one", "a/two"] and list(fig.data[1].x) == [40, 60]
+    assert list(fig.data[5].x) == [900, 1200]  # Part A's memory
+    (ceiling,) = fig.layout.shapes
+    assert ceiling.x0 == ceiling.x1 == perf.TARGET_PEAK_MB and ceiling.line.dash == "dash"
+    assert not ceiling.visible  # the time view shows no memory ceiling
+    time_button, memory_button = fig.layout.updatemenus[0].buttons
+    assert memory_button.args[0]["visible"] == [False] * 4 + [True] * 4
+    assert memory_button.args[1]["shapes[0].visible"] is True
+    assert time_button.args[1]["shapes[0].visible"] is False
+
+
+def test_gold_vs_kl_figure_reads_the_benchmark_methods():
+    from rlhf_lib.beyond_ppo import METHOD_NAMES, gold_vs_kl_figure
+
+    fig = gold_vs_kl_figure(methods_report()["methods"])
+    assert [t.name for t in fig.data] == [METHOD_NAMES[m] for m in ("ppo", "grpo", "rloo", "dpo")]
+    assert list(fig.data[0].y) == [0.2, 0.55]
