@@ -22,7 +22,6 @@ the same way on held-out prompts: proxy reward, gold score and KL to the SFT pol
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,7 +34,7 @@ from transformers import TrainerCallback
 
 from rlhf_lib.annotators import gold_score
 from rlhf_lib.cache import cached_stage
-from rlhf_lib.ppo import PPOConfig, response_mask
+from rlhf_lib.ppo import PPOConfig, position_ids_from_mask, response_mask
 from rlhf_lib.reward_model import RewardModelConfig, load_reward_model, score_texts
 from rlhf_lib.rlhf_run import RLHFRunConfig, evaluation_prompts
 from rlhf_lib.rlhf_run import make_trainer as make_ppo_trainer
@@ -156,7 +155,7 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
 
 def _next_token_logprobs(model, input_ids, attention_mask, context_length):
     """Log-probabilities of the whole vocabulary at each response position: ``(B, T, vocab)``."""
-    positions = (attention_mask.cumsum(1) - 1).clamp(min=0)  # left padding, as generate() counts
+    positions = position_ids_from_mask(attention_mask)
     logits = model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
     ).logits
@@ -247,10 +246,10 @@ class _CheckpointCallback(TrainerCallback):
 # ---------------------------------------------------------------------------------------------
 
 
-def _proxy_and_gold_rewards(config: MethodRunConfig, eos_token_id: int):
+def _proxy_and_gold_rewards(config: MethodRunConfig, checkpoints: Checkpoints, eos_token_id: int):
     """TRL reward functions: the reward model (trained on) and the gold score (weight 0: logged
     as ``rewards/gold/mean``, never trained on)."""
-    reward_model, rm_tokenizer = load_reward_model(config.reward_model)
+    reward_model, rm_tokenizer = checkpoints.reward_model, checkpoints.rm_tokenizer
 
     def proxy(prompts, completions, completion_ids, **kwargs):
         texts = [p + c for p, c in zip(prompts, completions, strict=True)]
@@ -309,7 +308,7 @@ def _train_online_trl(config: MethodRunConfig, output_dir):
                               config.n_samples / max_steps)  # fmt: skip
     trainer = trainer_class(
         model=str(sft_path),
-        reward_funcs=_proxy_and_gold_rewards(config, tokenizer.eos_token_id),
+        reward_funcs=_proxy_and_gold_rewards(config, checkpoints, tokenizer.eos_token_id),
         args=args,
         train_dataset=Dataset.from_dict({"prompt": prompts}),
         processing_class=tokenizer,
@@ -407,7 +406,7 @@ def train_method(config: MethodRunConfig, folder) -> dict:
     wall, cpu = time.perf_counter(), time.process_time()
     policy, history, checkpoints = TRAINERS[config.method](config, folder / "trainer")
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    start = sft_checkpoint(config)
+    start = sft_checkpoint(checkpoints)
     record = {
         "method": config.method,
         "config": asdict(config),
@@ -423,13 +422,12 @@ def train_method(config: MethodRunConfig, folder) -> dict:
     return record
 
 
-def sft_checkpoint(config: MethodRunConfig) -> dict:
-    """The common starting point: the SFT policy measured as every checkpoint is (KL 0)."""
-    policy, tokenizer = load_sft_model(config.sft)
-    reward_model, rm_tokenizer = load_reward_model(config.reward_model)
-    prompts = evaluation_prompts(config.n_eval_prompts)
-    reference = copy.deepcopy(policy)
-    result = evaluate_policy(policy, reference, tokenizer, prompts, reward_model, rm_tokenizer,
+def sft_checkpoint(checkpoints: Checkpoints) -> dict:
+    """The common starting point: the SFT policy (the frozen reference) measured as every
+    checkpoint is, against itself (KL 0)."""
+    reference, config = checkpoints.reference, checkpoints.config
+    result = evaluate_policy(reference, reference, checkpoints.tokenizer, checkpoints.prompts,
+                             checkpoints.reward_model, checkpoints.rm_tokenizer,
                              config.eval_max_new_tokens, seed=config.seed)  # fmt: skip
     return {"step": 0, "samples": 0, **{k: v for k, v in result.items() if k != "texts"}}
 

@@ -273,7 +273,7 @@ def response_mask(responses: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     return (eos_seen_before == 0).long()
 
 
-def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     # Left-padded prompts: positions count real tokens only, as generate() counts them.
     return (attention_mask.cumsum(1) - 1).clamp(min=0)
 
@@ -356,7 +356,7 @@ class PPOTrainer:
         logits = model(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            position_ids=_position_ids(attention_mask),
+            position_ids=position_ids_from_mask(attention_mask),
         ).logits[:, context_length - 1 : -1]  # the logits that predicted each response token
         logits = logits / self.config.temperature
         logprobs_all = F.log_softmax(logits, dim=-1)  # (B, T, vocab)
@@ -370,7 +370,7 @@ class PPOTrainer:
         hidden = backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            position_ids=_position_ids(attention_mask),
+            position_ids=position_ids_from_mask(attention_mask),
         ).last_hidden_state  # (B, L, hidden)
         values = self.value_model.score(hidden).squeeze(-1)  # (B, L): the head on every token
         return values[:, context_length - 1 : -1]  # the value of the state before each token
