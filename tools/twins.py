@@ -50,6 +50,22 @@ def repository() -> tuple[str, str]:
     return repo["url"].rstrip("/"), repo.get("branch", "main")
 
 
+def site_url() -> str:
+    """Where the website is published: the GitHub Pages address of ``repository.url``.
+
+    ``https://github.com/OWNER/NAME`` is served at ``https://OWNER.github.io/NAME/`` (and a repository
+    named ``OWNER.github.io`` at the root). The Pages workflow in ``.github/workflows`` deploys there.
+    """
+    url, _ = repository()
+    match = re.fullmatch(r"https://github\.com/([^/]+)/([^/]+?)(?:\.git)?", url)
+    if not match:
+        raise ValueError(f"repository.url in _config.yml is not a GitHub repository URL: {url!r}")
+    owner, name = match.groups()
+    if name.lower() == f"{owner.lower()}.github.io":
+        return f"https://{owner.lower()}.github.io/"
+    return f"https://{owner.lower()}.github.io/{name}/"
+
+
 def pinned_requirements(path: Path = ROOT / "requirements.txt") -> dict[str, str]:
     """``{name: requirement line}`` from a requirements file (pip options are skipped)."""
     pins = {}
