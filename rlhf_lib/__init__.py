@@ -6,6 +6,6 @@ heavy libraries (torch, transformers, trl) are imported by the modules that need
 
 __version__ = "0.1.0"
 
-from rlhf_lib.notebook import setup_notebook  # noqa: E402  (re-exported: every chapter's first call)
+from rlhf_lib.notebook import glue, setup_notebook  # noqa: E402  (every chapter calls them)
 
-__all__ = ["__version__", "setup_notebook"]
+__all__ = ["__version__", "glue", "setup_notebook"]

@@ -154,7 +154,8 @@ def overoptimisation_figure(runs: dict[str, list[dict]], smoothing: float = 0.7)
 def dashboard_widget(runs: dict[str, list[dict]]):
     """Live version (Binder/Colab): pick a metric and a smoothing weight; redraws the figure."""
     import ipywidgets as widgets
-    from IPython.display import display
+
+    from rlhf_lib.notebook import show_in_output
 
     _check_runs(runs)
     logged = set().union(*(history[0].keys() for history in runs.values()))
@@ -166,9 +167,7 @@ def dashboard_widget(runs: dict[str, list[dict]]):
     output = widgets.Output()
 
     def redraw(_=None):
-        with output:
-            output.clear_output(wait=True)
-            display(ppo_dashboard(runs, [metric.value], smoothing=weight.value))
+        show_in_output(output, ppo_dashboard(runs, [metric.value], smoothing=weight.value))
 
     metric.observe(redraw, "value")
     weight.observe(redraw, "value")

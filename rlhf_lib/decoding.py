@@ -206,3 +206,38 @@ def decoding_explorer_figure(prompt: str, samples: dict[str, list[str]]) -> go.F
         height=320,
     )
     return fig
+
+
+def decoding_explorer_widget(model, tokenizer, prompt: str = "The acting", n: int = 4,
+                             max_new_tokens: int = 40):  # fmt: skip
+    """The live decoding explorer (Binder, Colab, Jupyter): type a prompt, move the temperature,
+    top-k, top-p and seed, and the table of ``n`` continuations is sampled and redrawn."""
+    import ipywidgets as widgets
+
+    from rlhf_lib.notebook import show_in_output
+
+    def control(kind, value, description, **limits):
+        return kind(value=value, description=description, continuous_update=False, **limits)
+
+    box = control(widgets.Text, prompt, "prompt", layout=widgets.Layout(width="600px"))
+    temperature = control(widgets.FloatSlider, 1.0, "temperature", min=0.1, max=2.0, step=0.1)
+    top_k = control(widgets.IntSlider, 0, "top-k (0: all)", min=0, max=50)
+    top_p = control(widgets.FloatSlider, 1.0, "top-p", min=0.05, max=1.0, step=0.05)
+    seed = control(widgets.IntText, 0, "seed")
+    out = widgets.Output()
+
+    def redraw(_=None):
+        name = f"temperature {temperature.value:.1f}, top-k {top_k.value}, top-p {top_p.value:.2f}"
+        setting = {"name": name, "temperature": temperature.value,
+                   "top_k": top_k.value or None, "top_p": top_p.value}  # fmt: skip
+        if not box.value.strip():
+            show_in_output(out, "Type a prompt: the model continues it.\n")
+            return
+        samples = sample_settings(model, tokenizer, box.value, [setting], n=n,
+                                  max_new_tokens=max_new_tokens, seed=seed.value)  # fmt: skip
+        show_in_output(out, decoding_explorer_figure(box.value, samples))
+
+    for widget in (box, temperature, top_k, top_p, seed):
+        widget.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([box, widgets.HBox([temperature, top_k]), widgets.HBox([top_p, seed]), out])

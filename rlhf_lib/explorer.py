@@ -273,6 +273,8 @@ def attention_explorer_widget(
     """
     import ipywidgets as widgets
 
+    from rlhf_lib.notebook import show_in_output
+
     box = widgets.Text(
         value=text,
         description="input",
@@ -282,13 +284,12 @@ def attention_explorer_widget(
     out = widgets.Output()
 
     def redraw(_=None):
-        out.outputs = ()
         try:
             maps, labels = compute(box.value)
         except ValueError as err:
-            out.append_stdout(f"Cannot run on this input: {err}\n")
+            show_in_output(out, f"Cannot run on this input: {err}\n")
             return
-        out.append_display_data(attention_figure(maps, labels, title=f"{title}: {box.value!r}"))
+        show_in_output(out, attention_figure(maps, labels, title=f"{title}: {box.value!r}"))
 
     box.observe(redraw, names="value")
     redraw()
@@ -397,6 +398,8 @@ def positional_encoding_widget(max_len: int = 64, d_model: int = 64):
     """Live :func:`positional_encoding_figure`: sliders for length, width and dimensions."""
     import ipywidgets as widgets
 
+    from rlhf_lib.notebook import show_in_output
+
     def slider(name, value, lo, hi, step):
         return widgets.IntSlider(
             value=value, min=lo, max=hi, step=step, description=name, continuous_update=False
@@ -412,9 +415,7 @@ def positional_encoding_widget(max_len: int = 64, d_model: int = 64):
     def redraw(_=None):
         length, width, first = (s.value for s in sliders)
         dims = (first, first + 1, first + 8, first + 9)
-        out.outputs = ()
-        # append_display_data, not `with out: display(...)`: it also works in a headless kernel
-        out.append_display_data(positional_encoding_figure(length, (width,), dims))
+        show_in_output(out, positional_encoding_figure(length, (width,), dims))
 
     for s in sliders:
         s.observe(redraw, names="value")

@@ -8,6 +8,7 @@ static build, quiet library logs, and no attempt to reach a model or dataset hub
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import random
 import warnings
@@ -71,30 +72,125 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def _use_notebook_plotly_renderer() -> None:
-    """Make plotly draw through the ``"notebook"`` renderer, without its MathJax CDN tag.
+# Which plotly renderer serves which environment, and why. ``setup_notebook`` picks one.
+#
+# - The website build (myst-nb): "rlhf_site". myst-nb drops plotly's own mime type, so figures
+#   are HTML; the site serves plotly.js once as a static file (tools/sphinx_fixes.py) instead
+#   of ~4.8 MB inside every page.
+# - Google Colab: "colab". Each cell's output is its own sandboxed frame, so every figure must
+#   load plotly.js itself (from plotly's CDN: Colab readers are online).
+# - VS Code: "vscode". It renders plotly's mime type natively.
+# - JupyterLab (Binder), Notebook 7, nbclassic, anything else: "plotly_mimetype+notebook".
+#   JupyterLab and Notebook 7 render the mime type with the extension shipped in the plotly
+#   wheel; the HTML copy is the fallback for classic front-ends and HTML export.
+SITE_RENDERER = "rlhf_site"
 
-    The default renderer in a headless kernel emits a mime type that myst-nb silently drops, so the
-    figure would be missing from the website. The ``"notebook"`` renderer emits HTML and embeds
-    plotly.js once per page (no CDN). Stock, it also adds a ``<script>`` that loads MathJax from a
-    CDN inside every figure; that fails offline and fights the page's own MathJax, so we drop it
-    (figure labels in this book use Unicode, not LaTeX).
+
+def plotly_renderer_for_this_environment() -> str:
+    """The name of the plotly renderer that draws figures where this kernel runs (table above)."""
+    import sys
+
+    if is_book_build():
+        return SITE_RENDERER
+    if "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ:
+        return "colab"
+    if "VSCODE_PID" in os.environ:
+        return "vscode"
+    return "plotly_mimetype+notebook"
+
+
+def _register_site_renderer() -> None:
+    """Register ``"rlhf_site"``: a figure as HTML that calls the page's shared plotly.js.
+
+    The HTML embeds no plotly.js and no MathJax (figure labels use Unicode, and a CDN MathJax
+    would fail offline and fight the page's own). The bundle also carries plotly's own mime type,
+    so the executed notebook a reader downloads from the site draws its figures in JupyterLab.
     """
     import plotly.io as pio
-    from plotly.io._base_renderers import NotebookRenderer
+    from plotly.io._base_renderers import MimetypeRenderer
 
-    class OfflineNotebookRenderer(NotebookRenderer):
+    class SiteRenderer(MimetypeRenderer):
         def to_mimebundle(self, fig_dict):
-            bundle = super().to_mimebundle(fig_dict)
-            html = bundle["text/html"]
-            start = html.find('<script src="https://cdnjs.cloudflare.com/ajax/libs/mathjax/')
-            if start != -1:
-                end = html.index("</script>", start) + len("</script>")
-                html = html[:start] + html[end:]
-            return {"text/html": html}
+            html = pio.to_html(
+                fig_dict,
+                include_plotlyjs=False,
+                include_mathjax=False,
+                full_html=False,
+                default_width="100%",
+                default_height=525,
+                validate=False,
+            )
+            return {"application/vnd.plotly.v1+json": fig_dict, "text/html": html}
 
-    pio.renderers["notebook"] = OfflineNotebookRenderer()
-    pio.renderers.default = "notebook"  # activating it displays plotly.js once in this cell
+    pio.renderers[SITE_RENDERER] = SiteRenderer()
+
+
+def use_plotly_renderer_for_this_environment() -> str:
+    """Select (and return) the renderer of :func:`plotly_renderer_for_this_environment`."""
+    import plotly.io as pio
+
+    _register_site_renderer()
+    name = plotly_renderer_for_this_environment()
+    pio.renderers.default = name
+    return name
+
+
+def figure_mimebundle(obj) -> dict:
+    """What IPython would display for ``obj``, as a mime bundle (``{mime type: data}``).
+
+    A plotly figure displays itself through ``_ipython_display_``, which IPython's formatter
+    reports as an empty bundle; its ``_repr_mimebundle_`` gives the bundle of the current
+    renderer instead.
+    """
+    if hasattr(obj, "to_plotly_json") and hasattr(obj, "_repr_mimebundle_"):
+        return obj._repr_mimebundle_()
+    from IPython.core.formatters import DisplayFormatter
+
+    data, _ = DisplayFormatter().format(obj)
+    return data
+
+
+def show_in_output(output, obj) -> None:
+    """Make an ipywidgets ``Output`` show ``obj`` (a figure, a table, text) instead of what it had.
+
+    The widgets of the book redraw through this. It sets the widget's ``outputs`` directly, which
+    the front-end (JupyterLab, Notebook, Colab, VS Code; ipywidgets 7 and 8) mirrors. The usual
+    ``with output: display(obj)`` only works when a front-end captures the messages, so nothing a
+    test kernel could check; and ``output.append_display_data(fig)`` puts an empty bundle in the
+    widget for a plotly figure (see :func:`figure_mimebundle`).
+    """
+    if isinstance(obj, str):
+        item = {"output_type": "stream", "name": "stdout", "text": obj}
+    else:
+        item = {"output_type": "display_data", "data": figure_mimebundle(obj), "metadata": {}}
+    output.outputs = (item,)
+
+
+def glue(name: str, value, display: bool = True) -> None:
+    """Name a value the page's text shows: myst-nb's ``glue`` on the website, a printout elsewhere.
+
+    On the website, ``{glue:text}`name``` in the prose is replaced by ``value``. Notebooks (Colab,
+    Binder, a laptop) run without myst-nb, and their text shows `name` instead (see
+    ``tools/twins.py``), so here the value is printed as ``name = value`` under the cell that
+    computes it (and displayed, if it is a figure or a table and ``display`` is true).
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"glue name must be a Python-identifier-like string, got {name!r}")
+    if is_book_build():
+        from myst_nb import glue as myst_glue  # build-only: the website's text substitution
+
+        myst_glue(name, value, display=display)
+        return
+    if isinstance(value, str | numbers.Integral):
+        print(f"{name} = {value}")
+    elif isinstance(value, numbers.Real):  # Python and NumPy floats
+        print(f"{name} = {value:.4g}")
+    else:
+        print(f"{name}:")
+        if display:
+            from IPython.display import display as ipython_display
+
+            ipython_display(value)
 
 
 def setup_notebook(seed: int = 0, threads: int = 1, plotly: bool = True):
@@ -109,10 +205,10 @@ def setup_notebook(seed: int = 0, threads: int = 1, plotly: bool = True):
       GPT-2 training step of the base model took 250 ms with 1 thread and 570–2000 ms with 2;
     - makes NumPy print scalars as plain numbers (``0.93``, not ``np.float64(0.93)``), which is
       also the form myst-nb's ``glue`` needs to format them in the text;
-    - selects the plotly ``"notebook"`` renderer, so figures appear on the static website.
+    - selects the plotly renderer that draws figures where the kernel runs: the website build,
+      Colab, VS Code or JupyterLab / Notebook (:func:`plotly_renderer_for_this_environment`).
 
-    Call it in a chapter's first code cell, before importing transformers, trl or datasets,
-    and keep that cell's output: it carries plotly.js for the page's figures.
+    Call it in a chapter's first code cell, before importing transformers, trl or datasets.
     """
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
@@ -129,7 +225,7 @@ def setup_notebook(seed: int = 0, threads: int = 1, plotly: bool = True):
     _quiet_libraries()
     seed_everything(seed)
     if plotly:
-        _use_notebook_plotly_renderer()
+        use_plotly_renderer_for_this_environment()
     return get_device()
 
 

@@ -1,6 +1,8 @@
 """The chapters' set-up call, the progress bar and the device choice."""
 
 import os
+import sys
+import types
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -20,15 +22,71 @@ def test_setup_is_reproducible_and_offline(monkeypatch):
     assert torch.equal(first, torch.rand(3))
     assert device == get_device()
     assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "1"
-    assert pio.renderers.default == "notebook"
 
 
-def test_figures_embed_no_cdn_script():
+@pytest.mark.parametrize(
+    ("where", "renderer"),
+    [
+        ("build", "rlhf_site"),
+        ("colab", "colab"),
+        ("vscode", "vscode"),
+        ("jupyterlab", "plotly_mimetype+notebook"),
+    ],
+)
+def test_the_plotly_renderer_suits_the_environment(monkeypatch, where, renderer):
+    for key in (notebook.BUILD_ENV, "VSCODE_PID", "COLAB_RELEASE_TAG"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    if where == "build":
+        monkeypatch.setenv(notebook.BUILD_ENV, "1")
+    elif where == "colab":
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    elif where == "vscode":
+        monkeypatch.setenv("VSCODE_PID", "1234")
     setup_notebook(seed=0)
-    bundle = pio.renderers["notebook"].to_mimebundle(go.Figure(go.Scatter(y=[1, 2])).to_dict())
+    assert pio.renderers.default == renderer
+    assert notebook.figure_mimebundle(go.Figure(go.Scatter(y=[1, 2]))), "empty bundle"
+
+
+def test_site_figures_carry_no_plotly_js_and_no_cdn(monkeypatch):
+    monkeypatch.setenv(notebook.BUILD_ENV, "1")
+    setup_notebook(seed=0)
+    bundle = notebook.figure_mimebundle(go.Figure(go.Scatter(y=[1, 2])))
     html = bundle["text/html"]
-    assert "plotly-graph-div" in html
+    assert "plotly-graph-div" in html and "Plotly.newPlot" in html
+    assert len(html) < 20_000, "plotly.js is served once by the site, not with each figure"
     assert "cdn" not in html.lower() and "<script src=" not in html
+    # the downloadable executed notebook still draws in JupyterLab, from plotly's own mime type
+    assert bundle["application/vnd.plotly.v1+json"]["data"][0]["y"] == [1, 2]
+
+
+def test_show_in_output_puts_the_figure_inside_the_widget(monkeypatch):
+    import ipywidgets as widgets
+
+    monkeypatch.delenv(notebook.BUILD_ENV, raising=False)
+    setup_notebook(seed=0)
+    out = widgets.Output()
+    notebook.show_in_output(out, go.Figure(go.Scatter(y=[3, 4])))
+    (item,) = out.outputs
+    assert item["output_type"] == "display_data"
+    assert item["data"]["application/vnd.plotly.v1+json"]["data"][0]["y"] == [3, 4]
+    notebook.show_in_output(out, "Cannot run on this input\n")  # replaces, never appends
+    assert out.outputs == (
+        {"output_type": "stream", "name": "stdout", "text": "Cannot run on this input\n"},
+    )
+
+
+def test_glue_prints_name_and_value_outside_the_build(monkeypatch, capsys):
+    import numpy as np
+
+    monkeypatch.delenv(notebook.BUILD_ENV, raising=False)
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # as in Colab: no myst-nb at all
+    notebook.glue("kl", np.float64(0.123456), display=False)
+    notebook.glue("steps", np.int64(30000))
+    notebook.glue("method", "PPO")
+    assert capsys.readouterr().out.splitlines() == ["kl = 0.1235", "steps = 30000", "method = PPO"]
+    with pytest.raises(ValueError, match="glue name"):
+        notebook.glue("two words", 1)
 
 
 @pytest.mark.parametrize("seed", [-1, 1.5, "0"])

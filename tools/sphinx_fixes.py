@@ -9,7 +9,13 @@
    ``env-before-read-docs`` event, and a Jupyter Book build emits that event twice, so every page
    declared the constant twice ("Identifier 'THEBE_JS_URL' has already been declared").
    We drop exact duplicate scripts from each page.
-3. pydata-sphinx-theme logs "Got invalid theme mode" when ``default_mode`` is unset; _config.yml
+3. One plotly.js for the whole site. A figure embedding its own copy of plotly.js weighs about
+   4.8 MB, in the page and again in its downloadable notebook. The build sets
+   ``RLHF_BOOK_BUILD=1`` for the kernels it starts, so ``rlhf_lib.setup_notebook`` picks its
+   ``"rlhf_site"`` renderer (figures without plotly.js); we copy the installed plotly's
+   ``plotly.min.js`` into ``_static`` once and load it (blocking, before the figures' inline
+   scripts run) on the pages that have a figure. The browser caches it across pages.
+4. pydata-sphinx-theme logs "Got invalid theme mode" when ``default_mode`` is unset; _config.yml
    sets ``html_context.default_mode``.
 
 The browser test (tests/test_browser.py) fails on any console error and on unrendered math, so a
@@ -17,6 +23,7 @@ regression shows at once.
 """
 
 import importlib.util
+import os
 import shutil
 from pathlib import Path
 
@@ -68,8 +75,30 @@ def _drop_duplicate_scripts(app, pagename, templatename, context, doctree):
     context["script_files"] = unique
 
 
+PLOTLY_JS = "plotly.min.js"
+
+
+def _copy_plotly_js(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    from plotly.offline import get_plotlyjs
+
+    target = Path(app.outdir) / "_static" / PLOTLY_JS
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(get_plotlyjs(), encoding="utf-8")
+
+
+def _load_plotly_js_where_needed(app, pagename, templatename, context, doctree):
+    if "Plotly.newPlot" in context.get("body", ""):
+        app.add_js_file(PLOTLY_JS, priority=100)  # on this page only (html-page-context)
+
+
 def setup(app):
+    # Kernels started by the build inherit this: rlhf_lib then renders figures for the site.
+    os.environ["RLHF_BOOK_BUILD"] = "1"
     app.connect("config-inited", _use_local_mathjax)
     app.connect("build-finished", _copy_mathjax)
+    app.connect("build-finished", _copy_plotly_js)
+    app.connect("html-page-context", _load_plotly_js_where_needed)
     app.connect("html-page-context", _drop_duplicate_scripts)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
