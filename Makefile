@@ -17,7 +17,7 @@ export RLHF_BOOK_BUILD := 1
 # Trained stages live beside the build, so a clean clone builds everything from scratch.
 export RLHF_BOOK_CACHE ?= $(CURDIR)/_build/stage-cache
 
-.PHONY: book test setup lint unit book-strict browser twins benchmark benchmark-rl clean clean-cache
+.PHONY: book test setup lint unit book-strict browser reader twins benchmark benchmark-rl clean clean-cache
 
 setup: $(STAMP)
 
@@ -36,12 +36,14 @@ book: setup
 	@echo
 	@echo "The website is at $(CURDIR)/_build/html/index.html"
 
-test: setup lint unit book-strict browser
+test: setup lint unit book-strict browser reader
 	@echo "All checks passed."
 
+# ruff on the Python code; actionlint on the GitHub workflows (.github/workflows: the Pages deploy).
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/actionlint
 
 unit: setup
 	$(BIN)/python -m pytest -q
@@ -55,11 +57,19 @@ book-strict: setup
 browser: setup
 	$(BIN)/python -m pytest -q -m browser tests/test_browser.py
 
+# Runs the book where readers run it, after the build (it reuses the build's stage cache): twins in
+# a clean venv with Colab's oldest plotly and ipywidgets, widgets driven through a live kernel, and
+# JupyterLab in headless Chromium (screenshots in _build/screenshots/lab/).
+reader: setup
+	$(BIN)/python -m pytest -q -m reader
+
 twins: setup
 	$(BIN)/python tools/twins.py
 
+# Time and memory of every page from an empty cache, then the weight of the last built site.
 benchmark: setup
 	$(BIN)/python benchmarks/book_execution.py --cold
+	$(BIN)/python benchmarks/page_weight.py
 
 benchmark-rl: setup
 	$(BIN)/python benchmarks/rl_vs_trl.py

@@ -98,7 +98,10 @@ def ppo_dashboard(
         shapes=band(first),
         xaxis_title="PPO step",
         yaxis_title=DASHBOARD_METRICS.get(first, first),
-        updatemenus=[dict(type="dropdown", buttons=buttons, x=1.0, xanchor="right", y=1.15)],
+        # one metric needs no menu (the live widget has its own, which must not disagree)
+        updatemenus=[dict(type="dropdown", buttons=buttons, x=1.0, xanchor="right", y=1.15)]
+        if len(metrics) > 1
+        else [],
         height=420,
         margin=dict(t=80),
         legend=dict(orientation="h", y=-0.2),

@@ -8,6 +8,7 @@ and combined; :func:`generate` is the loop, written out, with or without a KV ca
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import plotly.graph_objects as go
@@ -78,6 +79,18 @@ def _context_length(model) -> int | None:
 
 
 @torch.no_grad()
+def _forward_with_cache(model, ids: torch.Tensor, past):
+    """One cached forward step: ``(output, cache)``; the cache grows by one position per layer.
+
+    transformers renamed ``past_key_values`` to ``cache`` during 5.x; Colab may have either.
+    """
+    if "cache" in inspect.signature(model.forward).parameters:
+        out = model(ids, cache=past, use_cache=True)
+        return out, out.cache
+    out = model(ids, past_key_values=past, use_cache=True)
+    return out, out.past_key_values
+
+
 def generate(
     model,
     input_ids: torch.Tensor,
@@ -116,8 +129,7 @@ def generate(
     for _ in range(max_new_tokens):
         if use_cache:
             # first step: the whole prompt; later steps: only the newest token, plus the cache
-            out = model(ids if past is None else ids[:, -1:], cache=past, use_cache=True)
-            past = out.cache  # grows by one position per layer each step
+            out, past = _forward_with_cache(model, ids if past is None else ids[:, -1:], past)
         else:  # the whole sequence again (an HF model, or our own GPT / LLaMA)
             out = model(ids, use_cache=False) if hasattr(model, "generation_config") else model(ids)
         logits = _logits(out)[:, -1, :]  # [B, vocab]: the distribution of the next token

@@ -139,11 +139,15 @@ def figure_mimebundle(obj) -> dict:
     """What IPython would display for ``obj``, as a mime bundle (``{mime type: data}``).
 
     A plotly figure displays itself through ``_ipython_display_``, which IPython's formatter
-    reports as an empty bundle; its ``_repr_mimebundle_`` gives the bundle of the current
-    renderer instead.
+    reports as an empty bundle, so we ask plotly's renderers for the bundle. Not through the
+    figure's ``_repr_mimebundle_``: that re-activates the renderer on every call, and the
+    ``"notebook"`` renderer's activation sends all of plotly.js (~4.9 MB) to the browser again at
+    every redraw of a widget. ``_build_mime_bundle`` activates it once per kernel.
     """
-    if hasattr(obj, "to_plotly_json") and hasattr(obj, "_repr_mimebundle_"):
-        return obj._repr_mimebundle_()
+    if hasattr(obj, "to_plotly_json") and hasattr(obj, "to_dict"):
+        import plotly.io as pio
+
+        return pio.renderers._build_mime_bundle(obj.to_dict())
     from IPython.core.formatters import DisplayFormatter
 
     data, _ = DisplayFormatter().format(obj)

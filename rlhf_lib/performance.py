@@ -6,7 +6,9 @@ Two scripts under ``benchmarks/`` measure the book and write JSON files to ``ben
   --cold``): the wall time and peak memory of every page, each executed in a fresh kernel, in book
   order, from an empty stage cache;
 - ``rl_vs_trl.json`` (``python benchmarks/rl_vs_trl.py``): our PPO against TRL's GRPO, RLOO and DPO
-  from the same SFT policy at the same sample budget (chapter 6).
+  from the same SFT policy at the same sample budget (chapter 6);
+- ``page_weight.json`` (``python benchmarks/page_weight.py``, after ``make book``): the bytes of
+  every page of the built website, of its downloadable notebook and of the static files it loads.
 
 Nothing here measures anything: the functions read those files, so a page that shows them states
 the numbers of the machine that ran the benchmark, not those of the machine building the website.
@@ -33,12 +35,20 @@ TARGET_CHAPTER_SECONDS = 180  # any one chapter (a part of _toc.yml), from an em
 TARGET_PEAK_MB = 2048  # resident memory of any one kernel, its child processes included
 TARGET_CORES = 2  # the execution targets hold on this many usable cores
 TARGET_GAIN_PER_CPU_RATIO = 1.5  # our PPO's gold gain per CPU-second over TRL's best online one
+# What a reader of the website downloads (MB = 2**20 bytes): plotly.js is served once and cached,
+# so a page's HTML holds only its own text and figures.
+TARGET_PAGE_HTML_MB = 1  # the HTML of any one page
+TARGET_NOTEBOOK_MB = 1  # any one downloadable executed notebook (_sources/**.ipynb)
+TARGET_SITE_MB = 40  # the whole built website, _build/html
+MB = 2**20
 
 PRODUCERS = {  # the command that writes each results file
     "book_execution": "make benchmark  (that is: python benchmarks/book_execution.py --cold)",
     "rl_vs_trl": "python benchmarks/rl_vs_trl.py",
+    "page_weight": "make benchmark  (after make book: python benchmarks/page_weight.py)",
 }
 PAGE_FIELDS = ("page", "wall_seconds", "peak_rss_mb")
+WEIGHT_FIELDS = ("page", "html_bytes", "downloads", "first_visit_bytes")
 METHOD_FIELDS = (
     "method", "samples", "gold_start", "gold_final", "gold_gain", "proxy_gain", "final_kl",
     "train_wall_seconds", "train_cpu_seconds", "samples_per_second", "gold_gain_per_cpu_second",
@@ -87,9 +97,10 @@ def load_benchmark(name: str, folder: str | Path | None = None) -> dict:
     return report
 
 
-def _entries(report: dict, key: str, fields: tuple[str, ...]) -> list[dict]:
-    """``report[key]``, checked: a non-empty list of records that each have ``fields``."""
-    producer = {"pages": PRODUCERS["book_execution"], "methods": PRODUCERS["rl_vs_trl"]}[key]
+def _entries(report: dict, key: str, fields: tuple[str, ...], name: str) -> list[dict]:
+    """``report[key]``, checked: a non-empty list of records that each have ``fields``; ``name``
+    is the benchmark (a key of ``PRODUCERS``) that writes such reports."""
+    producer = PRODUCERS[name]
     entries = report.get(key) if isinstance(report, dict) else None
     if not isinstance(entries, list) or not entries:
         found = f"keys: {sorted(report)}" if isinstance(report, dict) else type(report).__name__
@@ -153,7 +164,7 @@ def toc_chapters(toc_file: str | Path | None = None) -> dict[str, str]:
 def unmeasured_pages(report: dict, root: str | Path | None = None) -> list[str]:
     """Notebook pages of the toc (those with a jupytext header) that the report did not measure."""
     root = Path(root) if root is not None else repository_root()
-    measured = {p["page"] for p in _entries(report, "pages", PAGE_FIELDS)}
+    measured = {p["page"] for p in _entries(report, "pages", PAGE_FIELDS, "book_execution")}
     return [
         page
         for page in toc_chapters(root / "_toc.yml")
@@ -175,7 +186,7 @@ def execution_table(report: dict, chapters: dict[str, str] | None = None) -> pd.
             "code cells": p.get("code_cells"),
             "error": p.get("error") or "",
         }
-        for p in _entries(report, "pages", PAGE_FIELDS)
+        for p in _entries(report, "pages", PAGE_FIELDS, "book_execution")
     ]
     return pd.DataFrame(rows)
 
@@ -331,6 +342,104 @@ def execution_figure(report: dict, chapters: dict[str, str] | None = None) -> go
 
 
 # ---------------------------------------------------------------------------------------------
+# Page weight
+# ---------------------------------------------------------------------------------------------
+
+
+def build_line(report: dict) -> str:
+    """One sentence: the commit and the packages of the site a ``page_weight.json`` weighed."""
+    git = report.get("git") or {}
+    commit = f"commit {git['commit'][:10]}" if git.get("commit") else "an unknown commit"
+    changes = " with uncommitted changes" if git.get("dirty") else ""
+    versions = [f"{name} {v}" for name, v in (report.get("packages") or {}).items() if v]
+    built_with = f", with {', '.join(versions)}" if versions else ""
+    return f"The website was built from {commit}{changes}{built_with}."
+
+
+def _weighed_pages(report: dict) -> list[dict]:
+    """The pages of a ``page_weight.json`` report, checked, with the site's total size."""
+    pages = _entries(report, "pages", WEIGHT_FIELDS, "page_weight")
+    if not isinstance(report.get("site_bytes"), int):
+        raise ValueError(
+            "this report has no 'site_bytes' (the size of the whole site); "
+            f"expected the output of `{PRODUCERS['page_weight']}`"
+        )
+    return pages
+
+
+def _notebook_bytes(page: dict) -> float:
+    """The largest downloadable notebook of a page (NaN when it has none, as a page of text)."""
+    sizes = [size for path, size in page["downloads"].items() if path.endswith(".ipynb")]
+    return max(sizes, default=math.nan)
+
+
+def page_weight_table(report: dict, chapters: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per page of the website: its chapter, the KB of its HTML, of its downloadable
+    notebook and of a first visit (the HTML and the scripts, stylesheets and images it loads)."""
+    chapters = toc_chapters() if chapters is None else chapters
+    rows = [
+        {
+            "chapter": chapters.get(p["page"].removesuffix(".html") + ".md", NOT_IN_TOC),
+            "page": p["page"].removeprefix("book/").removesuffix(".html"),
+            "HTML KB": p["html_bytes"] / 1024,
+            "notebook KB": _notebook_bytes(p) / 1024,
+            "first-visit KB": p["first_visit_bytes"] / 1024,
+        }
+        for p in _weighed_pages(report)
+    ]
+    return pd.DataFrame(rows)
+
+
+def unweighed_pages(report: dict, chapters: dict[str, str] | None = None) -> list[str]:
+    """Pages of the toc whose HTML the report does not hold (a failed or partial build)."""
+    chapters = toc_chapters() if chapters is None else chapters
+    weighed = {p["page"] for p in _weighed_pages(report)}
+    return [page for page in chapters if str(Path(page).with_suffix(".html")) not in weighed]
+
+
+def _largest(table: pd.DataFrame, column: str) -> tuple[pd.Series | None, str]:
+    """The row with the largest ``column`` (None if it has no value) and a line naming it."""
+    values = table[column].dropna()
+    if values.empty:
+        return None, "none on the site"
+    row = table.loc[values.idxmax()]
+    return row, f"largest: {row['page']}, {row[column] / 1024:.2f} MB"
+
+
+def page_weight_targets(report: dict, chapters: dict[str, str] | None = None) -> dict[str, dict]:
+    """The page weight targets, each ``{target, measured, status, why}``: ``page_html`` (the
+    largest page), ``notebook`` (the largest downloadable notebook) and ``site`` (the whole
+    website). All are "not tested" when pages of the toc are missing from the site; the notebook
+    target also when the site offers no notebook at all."""
+    chapters = toc_chapters() if chapters is None else chapters
+    table, missing = page_weight_table(report, chapters), unweighed_pages(report, chapters)
+    untested = [f"{len(missing)} page(s) not on the site: {', '.join(missing)}"] if missing else []
+    page, page_text = _largest(table, "HTML KB")
+    notebook, notebook_text = _largest(table, "notebook KB")
+    site_mb = report["site_bytes"] / MB
+    return {
+        "page_html": _judge(
+            f"every page's HTML ≤ {TARGET_PAGE_HTML_MB} MB",
+            page_text,
+            page["HTML KB"] <= TARGET_PAGE_HTML_MB * 1024,
+            untested,
+        ),
+        "notebook": _judge(
+            f"every downloadable notebook ≤ {TARGET_NOTEBOOK_MB} MB",
+            notebook_text,
+            notebook is not None and notebook["notebook KB"] <= TARGET_NOTEBOOK_MB * 1024,
+            untested + (["the site offers no notebook"] if notebook is None else []),
+        ),
+        "site": _judge(
+            f"the whole website ≤ {TARGET_SITE_MB} MB",
+            f"{site_mb:.1f} MB in {report.get('site_files', '?')} files",
+            site_mb <= TARGET_SITE_MB,
+            untested,
+        ),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # Our PPO against TRL
 # ---------------------------------------------------------------------------------------------
 
@@ -353,7 +462,7 @@ def methods_table(report: dict) -> pd.DataFrame:
             "gold gain per CPU-s": m["gold_gain_per_cpu_second"],
             "peak MB": m["peak_rss_mb"],
         }
-        for m in _entries(report, "methods", METHOD_FIELDS)
+        for m in _entries(report, "methods", METHOD_FIELDS, "rl_vs_trl")
     ]
     return pd.DataFrame(rows).set_index("method")
 
@@ -365,7 +474,7 @@ def ppo_vs_best_trl(report: dict) -> dict:
     (NaN when the TRL trainer gained no gold score: a ratio to zero or less means nothing)."""
     from rlhf_lib.beyond_ppo import ONLINE
 
-    runs = {m["method"]: m for m in _entries(report, "methods", METHOD_FIELDS)}
+    runs = {m["method"]: m for m in _entries(report, "methods", METHOD_FIELDS, "rl_vs_trl")}
     trl = [runs[name] for name in ONLINE if name != "ppo" and name in runs]
     if "ppo" not in runs or not trl:
         raise ValueError(
@@ -418,6 +527,7 @@ def method_targets(report: dict) -> dict[str, dict]:
 
 
 def targets_table(*targets: dict[str, dict]) -> pd.DataFrame:
-    """The targets of :func:`execution_targets` and :func:`method_targets` as one table."""
+    """The targets of :func:`execution_targets`, :func:`page_weight_targets` and
+    :func:`method_targets` as one table."""
     rows = [row for group in targets for row in group.values()]
     return pd.DataFrame(rows).set_index("target")

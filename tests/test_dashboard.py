@@ -50,6 +50,12 @@ def test_smoothing():
         smooth([1.0], 1.0)
 
 
+def test_one_metric_has_no_menu_of_its_own():
+    fig = ppo_dashboard({"run": fake_history()}, ["objective/kl"])
+    assert not fig.layout.updatemenus
+    assert fig.layout.yaxis.title.text.startswith("KL")
+
+
 def test_widget_builds():
     box = dashboard_widget({"run": fake_history()})
     assert len(box.children) == 2

@@ -12,6 +12,8 @@ from rlhf_lib import performance as perf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import page_weight  # noqa: E402  (benchmarks/page_weight.py: weighs a built site)
 import twins  # noqa: E402  (the toc's notebook pages, as the build and the benchmark see them)
 
 HEADER = "---\njupytext:\n  text_representation:\n    extension: .md\n---\n\n# A page\n"
@@ -103,7 +105,11 @@ def test_load_benchmark_reads_a_report(tmp_path):
 
 @pytest.mark.parametrize(
     "name, command",
-    [("rl_vs_trl", "python benchmarks/rl_vs_trl.py"), ("book_execution", "make benchmark")],
+    [
+        ("rl_vs_trl", "python benchmarks/rl_vs_trl.py"),
+        ("book_execution", "make benchmark"),
+        ("page_weight", "python benchmarks/page_weight.py"),
+    ],
 )
 def test_a_missing_file_names_the_command_that_writes_it(tmp_path, name, command):
     with pytest.raises(FileNotFoundError, match=command) as err:
@@ -289,6 +295,139 @@ def test_targets_table_lists_every_target(tmp_path):
     )
     assert len(table) == 6 and list(table.columns) == ["measured", "status", "why"]
     assert set(table["status"]) == {"met"}
+
+
+# --- page weight ---------------------------------------------------------------------------------
+
+KB, MB = 1024, 2**20
+
+
+def weight_report(html=(50, 300, 900, 200, 80), notebooks=(40, 500, 1000, 300, 100), site_mb=30):
+    """A page_weight.json for the toy book: KB of each page's HTML and of its executed notebook."""
+    pages = []
+    for page, html_kb, notebook_kb in zip(CHAPTERS, html, notebooks, strict=True):
+        name = page.removesuffix(".md")
+        downloads = {f"_sources/{name}.md": 3 * KB}
+        if notebook_kb is not None:
+            downloads[f"_sources/{name}.ipynb"] = notebook_kb * KB
+        pages.append({
+            "page": f"{name}.html", "html_bytes": html_kb * KB, "downloads": downloads,
+            "assets": ["_static/x.js"], "asset_bytes": 2 * MB,
+            "first_visit_bytes": html_kb * KB + 2 * MB,
+        })  # fmt: skip
+    references = {"page": "book/references.html", "html_bytes": 20 * KB, "downloads": {},
+                  "assets": [], "asset_bytes": 0, "first_visit_bytes": 20 * KB}  # fmt: skip
+    return {
+        "date": "2026-11-28T23:00:00+00:00", "machine": dict(MACHINE),
+        "git": {"commit": "0" * 40, "dirty": False, "changed": []},
+        "pages": [*pages, references], "site_bytes": int(site_mb * MB), "site_files": 321,
+    }  # fmt: skip
+
+
+TOY_TOC = {**CHAPTERS, "book/references.md": "Back matter"}
+
+
+def _weight_statuses(report):
+    return {key: row["status"] for key, row in perf.page_weight_targets(report, TOY_TOC).items()}
+
+
+def test_page_weight_table():
+    table = perf.page_weight_table(weight_report(), TOY_TOC)
+    assert list(table["page"]) == ["intro", "a/one", "a/two", "b/three", "c/four", "references"]
+    assert list(table["chapter"][:3]) == ["Introduction", "Part A", "Part A"]
+    assert table.loc[2, "HTML KB"] == 900 and table.loc[2, "notebook KB"] == 1000
+    assert table.loc[2, "first-visit KB"] == 900 + 2048
+    assert math.isnan(table.loc[5, "notebook KB"])  # a page of text: no notebook to download
+
+
+def test_page_weight_targets_flip():
+    met = {"page_html": "met", "notebook": "met", "site": "met"}
+    assert _weight_statuses(weight_report()) == met
+    limits = weight_report(html=(50, 300, 1024, 200, 80), notebooks=(40, 500, 1024, 300, 100))
+    assert _weight_statuses(weight_report(site_mb=40)) == _weight_statuses(limits) == met
+    heavy_page = weight_report(html=(50, 300, 1025, 200, 80))
+    assert _weight_statuses(heavy_page) == {**met, "page_html": "missed"}
+    heavy_notebook = weight_report(notebooks=(40, 500, 1000, 4900, 100))
+    assert _weight_statuses(heavy_notebook) == {**met, "notebook": "missed"}
+    targets = perf.page_weight_targets(heavy_notebook, TOY_TOC)
+    assert targets["notebook"]["measured"] == "largest: b/three, 4.79 MB"
+    assert _weight_statuses(weight_report(site_mb=149)) == {**met, "site": "missed"}
+    no_notebooks = _weight_statuses(weight_report(notebooks=(None,) * 5))
+    assert no_notebooks == {**met, "notebook": "not tested"}
+    partial = weight_report(site_mb=149)
+    partial["pages"].pop(1)
+    targets = perf.page_weight_targets(partial, TOY_TOC)
+    assert {row["status"] for row in targets.values()} == {"not tested"}
+    assert "book/a/one.md" in targets["site"]["why"]
+
+
+def test_page_weight_reports_are_checked():
+    with pytest.raises(ValueError, match=r"pages\[0\] lacks .*'html_bytes'.*page_weight\.py"):
+        perf.page_weight_table(execution_report(), TOY_TOC)
+    with pytest.raises(ValueError, match=r"pages\[0\] lacks .*'wall_seconds'.*make benchmark"):
+        perf.execution_table(weight_report(), CHAPTERS)
+    report = weight_report()
+    del report["site_bytes"]
+    with pytest.raises(ValueError, match="no 'site_bytes'.*page_weight.py"):
+        perf.page_weight_targets(report, TOY_TOC)
+    with pytest.raises(ValueError, match="no .*'pages'.*page_weight.py"):
+        perf.page_weight_table(methods_report(), TOY_TOC)
+
+
+def test_targets_table_takes_the_page_weight_targets(tmp_path):
+    table = perf.targets_table(
+        perf.execution_targets(execution_report(), toy_book(tmp_path)),
+        perf.page_weight_targets(weight_report(site_mb=149), TOY_TOC),
+    )
+    assert len(table) == 7 and list(table.columns) == ["measured", "status", "why"]
+    assert table.loc["the whole website ≤ 40 MB", "status"] == "missed"
+
+
+def test_page_weight_measures_a_built_site(tmp_path):
+    site = tmp_path / "html"
+    files = {
+        "book/a/one.html": '<html><head><script src="../../_static/x.js?digest=1"></script>'
+        '<link rel="stylesheet" href="../../_static/x.css"><link rel="next" href="two.html">'
+        '<script src="https://cdn.example/y.js"></script></head><body>'
+        '<a href="../../_sources/book/a/one.ipynb">.ipynb</a><img src="../../_images/f.png">'
+        "</body></html>",
+        "book/a/two.html": '<script src="../../_static/x.js"></script><p>text</p>',
+        "book/genindex.html": "<p>index</p>",
+        "search.html": "<p>search</p>",
+        "_static/x.js": "x" * 1000,
+        "_static/x.css": "c" * 300,
+        "_static/plotly.min.js": "p" * 5000,
+        "_images/f.png": "i" * 700,
+        "_sources/book/a/one.ipynb": "n" * 4000,
+        "_sources/book/a/one.md": "m" * 200,
+    }
+    for name, text in files.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(text)
+    report = page_weight.measure_site(site)
+    one, two = report["pages"]
+    assert one["page"] == "book/a/one.html" and two["page"] == "book/a/two.html"
+    assert one["html_bytes"] == len(files["book/a/one.html"])
+    assert one["downloads"] == {"_sources/book/a/one.ipynb": 4000, "_sources/book/a/one.md": 200}
+    assert two["downloads"] == {}
+    assert one["assets"] == ["_images/f.png", "_static/x.css", "_static/x.js"]
+    assert one["first_visit_bytes"] == one["html_bytes"] + 1000 + 300 + 700
+    assert two["first_visit_bytes"] == two["html_bytes"] + 1000
+    # clicking through: every page's HTML, and each shared asset once
+    assert report["click_through_bytes"] == one["html_bytes"] + two["html_bytes"] + 2000
+    assert report["site_bytes"] == sum(len(text) for text in files.values())
+    assert report["site_files"] == len(files) and report["plotly_js_bytes"] == 5000
+    assert report["largest_files"][0] == {"path": "_static/plotly.min.js", "bytes": 5000}
+    assert report["folders"]["_static"] == 6300 and report["folders"]["_static/x.js"] == 1000
+    # the report reads back through the performance page's functions
+    targets = perf.page_weight_targets(report, {"book/a/one.md": "A", "book/a/two.md": "A"})
+    assert {row["status"] for row in targets.values()} == {"met"}
+
+
+def test_page_weight_without_a_site_names_make_book(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["page_weight.py", "--site", str(tmp_path / "none")])
+    assert page_weight.main() == 2
+    assert "make book" in capsys.readouterr().err
 
 
 # --- figures -------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def pip(*args: str) -> None:
 def versions(python: Path) -> dict[str, str]:
     out = subprocess.run([python, "-m", "pip", "list", "--format=json"], check=True,
                          capture_output=True, text=True).stdout  # fmt: skip
-    return {p["name"].lower(): p["version"] for p in json.loads(out)}
+    return {re.sub(r"[-_.]+", "-", p["name"]).lower(): p["version"] for p in json.loads(out)}
 
 
 def reader_env() -> dict[str, str]:
