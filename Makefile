@@ -66,10 +66,12 @@ reader: setup
 twins: setup
 	$(BIN)/python tools/twins.py
 
-# Time and memory of every page from an empty cache, then the weight of the last built site.
+# Time and memory of every page from an empty cache; then, from the last `make book` (its site
+# and its stage cache), the weight of every page and the heaviest page's memory in JupyterLab.
 benchmark: setup
 	$(BIN)/python benchmarks/book_execution.py --cold
 	$(BIN)/python benchmarks/page_weight.py
+	$(BIN)/python benchmarks/binder_memory.py
 
 benchmark-rl: setup
 	$(BIN)/python benchmarks/rl_vs_trl.py

@@ -46,6 +46,7 @@ PRODUCERS = {  # the command that writes each results file
     "book_execution": "make benchmark  (that is: python benchmarks/book_execution.py --cold)",
     "rl_vs_trl": "python benchmarks/rl_vs_trl.py",
     "page_weight": "make benchmark  (after make book: python benchmarks/page_weight.py)",
+    "binder_memory": "make benchmark  (after make book: python benchmarks/binder_memory.py)",
 }
 PAGE_FIELDS = ("page", "wall_seconds", "peak_rss_mb")
 WEIGHT_FIELDS = ("page", "html_bytes", "downloads", "first_visit_bytes")
@@ -531,3 +532,20 @@ def targets_table(*targets: dict[str, dict]) -> pd.DataFrame:
     :func:`method_targets` as one table."""
     rows = [row for group in targets for row in group.values()]
     return pd.DataFrame(rows).set_index("target")
+
+
+def binder_memory_sentence(report: dict) -> str:
+    """One sentence on the peak memory of JupyterLab's server with a page's kernel, against the
+    Binder limit, from ``benchmarks/binder_memory.py``'s report."""
+    pages = report.get("pages") if isinstance(report, dict) else None
+    fields = ("twin", "peak_server_and_kernel_mb", "server_and_idle_kernel_mb")
+    if not pages or any(not isinstance(p, dict) or not all(f in p for f in fields) for p in pages):
+        raise ValueError(f"expected the output of `{PRODUCERS['binder_memory']}`")
+    limit = report.get("binder_limit_mb", TARGET_PEAK_MB)
+    worst = max(pages, key=lambda p: p["peak_server_and_kernel_mb"])
+    peak, idle = worst["peak_server_and_kernel_mb"], worst["server_and_idle_kernel_mb"]
+    verdict = "within" if peak <= limit else "over"
+    return (
+        f"With {worst['twin']}, the server and its kernel peaked at {peak:.0f} MB "
+        f"({idle:.0f} MB before the first cell ran), {verdict} the {limit} MB limit."
+    )

@@ -13,6 +13,7 @@ _build/screenshots/lab/.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -263,14 +265,15 @@ def move_slider(page, label: str, key: str, presses: int) -> tuple[dict, dict, s
     return before, figure, slider.locator(".widget-readout").inner_text().strip()
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    if not (STAGE_CACHE.exists() and any(STAGE_CACHE.iterdir())):
-        pytest.fail("No stage cache in _build/stage-cache: run `make book` first.")
-    folder = tmp_path_factory.mktemp("jupyterlab")
+@contextlib.contextmanager
+def running_jupyterlab(folder: Path, twins: list[str]) -> Iterator[tuple[Lab, subprocess.Popen]]:
+    """JupyterLab serving copies of ``twins`` from ``folder``; stopped (with its kernels) on exit.
+
+    Also used by benchmarks/binder_memory.py, which samples the memory of the server's processes.
+    """
     notebooks = folder / "notebooks"
     notebooks.mkdir()
-    for twin in NOTEBOOKS:
+    for twin in twins:
         shutil.copy(ROOT / twin, notebooks)
     for path, settings in USER_SETTINGS.items():
         target = folder / "config" / "lab" / "user-settings" / path
@@ -296,9 +299,17 @@ def lab(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_server(f"{url}/api/status?token={token}", process, log)
-        yield Lab(url, token)
+        yield Lab(url, token), process
     finally:
         stop_server(url, token, process)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if not (STAGE_CACHE.exists() and any(STAGE_CACHE.iterdir())):
+        pytest.fail("No stage cache in _build/stage-cache: run `make book` first.")
+    with running_jupyterlab(tmp_path_factory.mktemp("jupyterlab"), NOTEBOOKS) as (lab, _):
+        yield lab
 
 
 @pytest.fixture(scope="module")

@@ -456,3 +456,18 @@ def test_gold_vs_kl_figure_reads_the_benchmark_methods():
     fig = gold_vs_kl_figure(methods_report()["methods"])
     assert [t.name for t in fig.data] == [METHOD_NAMES[m] for m in ("ppo", "grpo", "rloo", "dpo")]
     assert list(fig.data[0].y) == [0.2, 0.55]
+
+
+def test_binder_memory_sentence():
+    from rlhf_lib.performance import binder_memory_sentence
+
+    report = {"binder_limit_mb": 2048, "pages": [
+        {"twin": "a.ipynb", "peak_server_and_kernel_mb": 900.0, "server_and_idle_kernel_mb": 300.0},
+        {"twin": "b.ipynb", "peak_server_and_kernel_mb": 2100.4, "server_and_idle_kernel_mb": 310},
+    ]}  # fmt: skip
+    sentence = binder_memory_sentence(report)
+    assert sentence.startswith("With b.ipynb") and "2100 MB" in sentence and "over the" in sentence
+    report["pages"].pop()
+    assert "within the 2048 MB limit" in binder_memory_sentence(report)
+    with pytest.raises(ValueError, match="binder_memory.py"):
+        binder_memory_sentence({"pages": [{"twin": "a.ipynb"}]})
