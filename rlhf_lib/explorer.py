@@ -161,12 +161,16 @@ def attention_figure(
         }
         for kind in kinds
     ]
+
+    def rounded(z):  # 3 decimals, as the hover shows: the page's HTML carries every head's map
+        return np.round(np.asarray(z, dtype=np.float64), 3)
+
     head_names = [f"head {h + 1}" for h in range(n_heads)] + ["mean"]
     steps = [
         {
             "label": name,
             "method": "restyle",
-            "args": [{"z": [values(kind, layer, h) for kind, layer in traces]}],
+            "args": [{"z": [rounded(values(kind, layer, h)) for kind, layer in traces]}],
         }
         for h, name in enumerate(head_names)
     ]

@@ -46,8 +46,10 @@ def test_attention_figure_controls():
     steps = fig.layout.sliders[0].steps
     assert [s.label for s in steps] == ["head 1", "head 2", "head 3", "mean"]
     z_head2 = steps[1].args[0]["z"]
-    assert np.allclose(z_head2[3], maps["cross-attention"][1][1])
-    assert np.allclose(steps[3].args[0]["z"][0], np.mean(maps["encoder self-attention"][0], 0))
+    # the slider's maps are rounded to the 3 decimals the hover shows (they weigh on the page)
+    assert np.allclose(z_head2[3], maps["cross-attention"][1][1], rtol=0, atol=5e-4)
+    mean = np.mean(maps["encoder self-attention"][0], 0)
+    assert np.allclose(steps[3].args[0]["z"][0], mean, rtol=0, atol=5e-4)
 
 
 def test_attention_figure_single_label_pair_for_causal_lm():
