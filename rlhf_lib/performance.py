@@ -544,8 +544,13 @@ def binder_memory_sentence(report: dict) -> str:
     limit = report.get("binder_limit_mb", TARGET_PEAK_MB)
     worst = max(pages, key=lambda p: p["peak_server_and_kernel_mb"])
     peak, idle = worst["peak_server_and_kernel_mb"], worst["server_and_idle_kernel_mb"]
-    verdict = "within" if peak <= limit else "over"
+    low, high = worst.get("peak_server_and_kernel_mb_range", [peak, peak])
+    spread = (
+        f" (from {low:.0f} to {high:.0f} MB over {worst['repeats']} runs)" if high > low else ""
+    )
+    cache = " from an empty stage cache" if report.get("cache") == "cold" else ""
+    verdict = "within" if high <= limit else "over"
     return (
-        f"With {worst['twin']}, the server and its kernel peaked at {peak:.0f} MB "
-        f"({idle:.0f} MB before the first cell ran), {verdict} the {limit} MB limit."
+        f"With {worst['twin']}{cache}, the server and its kernel peaked at {peak:.0f} MB{spread}; "
+        f"{idle:.0f} MB before the first cell ran. That is {verdict} the {limit} MB limit."
     )

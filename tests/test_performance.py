@@ -469,5 +469,8 @@ def test_binder_memory_sentence():
     assert sentence.startswith("With b.ipynb") and "2100 MB" in sentence and "over the" in sentence
     report["pages"].pop()
     assert "within the 2048 MB limit" in binder_memory_sentence(report)
+    report["pages"][0] |= {"repeats": 3, "peak_server_and_kernel_mb_range": [850.0, 2050.0]}
+    sentence = binder_memory_sentence(report)  # judged by the worst of the repeats
+    assert "from 850 to 2050 MB over 3 runs" in sentence and "over the 2048 MB limit" in sentence
     with pytest.raises(ValueError, match="binder_memory.py"):
         binder_memory_sentence({"pages": [{"twin": "a.ipynb"}]})
