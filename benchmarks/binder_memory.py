@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import test_jupyterlab  # noqa: E402
 from book_execution import PeakMemory, machine  # noqa: E402
+from page_weight import git_state  # noqa: E402
 from test_jupyterlab import (  # noqa: E402
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -105,13 +105,6 @@ def summarise(results: list[dict]) -> dict:
     return summary
 
 
-def git_commit() -> dict:
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
-
-    return {"commit": git("rev-parse", "HEAD").strip(), "dirty": bool(git("status", "--porcelain"))}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/binder_memory.json"))
@@ -127,10 +120,12 @@ def main() -> int:
                 test_jupyterlab.STAGE_CACHE = Path(empty)  # the cache the server's kernels use
             runs.append(measure(twins))
     pages = [summarise([run[i] for run in runs]) for i in range(len(twins))]
+    git = git_state()  # the same record as page_weight.py's: the commit measured
     report = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine(),
-        **git_commit(),
+        "commit": git["commit"],
+        "dirty": git["dirty"],
         "cache": "warm (the build's)" if args.warm else "cold",
         "binder_limit_mb": BINDER_LIMIT_MB,
         "pages": pages,

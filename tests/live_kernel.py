@@ -20,6 +20,15 @@ from pathlib import Path
 from jupyter_client import KernelManager
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
+STAGE_CACHE = Path(__file__).resolve().parents[1] / "_build" / "stage-cache"  # the build's
+
+
+def reader_env(stage_cache: Path = STAGE_CACHE, base: dict | None = None) -> dict[str, str]:
+    """The environment of a reader's kernel: ``stage_cache``, and nothing of the website build
+    (with ``RLHF_BOOK_BUILD`` set, figures would render for the static site)."""
+    env = {k: v for k, v in (base or os.environ).items() if k != "RLHF_BOOK_BUILD"}
+    env["RLHF_BOOK_CACHE"] = str(stage_cache)
+    return env
 
 
 def write_kernelspec(folder: Path, python: str | Path = sys.executable, name="reader") -> str:
@@ -40,9 +49,7 @@ class LiveKernel:
 
     def __init__(self, kernel_name="python3", env=None):
         self.manager = KernelManager(kernel_name=kernel_name)
-        # The kernel must not think it runs in the website build (widgets are tested live).
-        env = {k: v for k, v in (env or os.environ).items() if k != "RLHF_BOOK_BUILD"}
-        self.manager.start_kernel(env=env)
+        self.manager.start_kernel(env=env or reader_env())
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)

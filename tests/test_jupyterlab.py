@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+import live_kernel
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from test_browser import CHROMIUM, CHROMIUM_ARGS
@@ -36,7 +37,7 @@ from test_browser import CHROMIUM, CHROMIUM_ARGS
 pytestmark = pytest.mark.reader
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE_CACHE = ROOT / "_build" / "stage-cache"
+STAGE_CACHE = live_kernel.STAGE_CACHE  # benchmarks/binder_memory.py points it at an empty one
 SCREENSHOTS = ROOT / "_build" / "screenshots" / "lab"
 NOTEBOOKS = ["book/transformers/attention.ipynb", "book/ppo/training.ipynb"]
 RUN_TIMEOUT = 300  # seconds for Run All Cells; the PPO page loads its stages and evaluates them
@@ -132,8 +133,7 @@ def free_port() -> int:
 
 def lab_env(folder: Path) -> dict[str, str]:
     """A reader's kernel: the build's stage cache, nothing of the build, a fresh Lab config."""
-    env = {k: v for k, v in os.environ.items() if k != "RLHF_BOOK_BUILD"}
-    env["RLHF_BOOK_CACHE"] = str(STAGE_CACHE)
+    env = live_kernel.reader_env(STAGE_CACHE)
     env["JUPYTER_CONFIG_DIR"] = str(folder / "config")  # no settings or workspace of this machine
     env["JUPYTER_RUNTIME_DIR"] = str(folder / "runtime")
     return env
@@ -338,29 +338,31 @@ def run_notebook(browser, lab: Lab, name: str, min_figures: int):
     return page, js_errors
 
 
+def close_quietly(page, name: str, js_errors: list[str]) -> None:
+    """Close the page; fail if it raised JavaScript errors or the kernel sent output to the log."""
+    logged = log_console(page)
+    page.close()
+    assert not js_errors, f"{name}: JavaScript errors: {js_errors}"
+    assert not logged, f"{name}: the widget's redraws sent output to the log console: {logged}"
+
+
 def test_attention_in_jupyterlab(lab, browser):
     page, js_errors = run_notebook(browser, lab, "attention", min_figures=3)
     before, after, readout = move_slider(page, "max_len", "ArrowRight", 3)
     screenshot(page, SCREENSHOTS / "attention-2-max_len.png")
-    logged = log_console(page)
-    page.close()
+    close_quietly(page, "attention", js_errors)
 
     # The heatmap spans the positions: its x range follows max_len (64 -> 64 + 3 steps of 8).
     assert before["xrange"] == [-0.5, 63.5], before["xrange"]
     assert readout == "88", f"the max_len slider shows {readout}"
     assert after["xrange"] == [-0.5, 87.5], f"the figure did not follow max_len: {after['xrange']}"
-    assert not js_errors, f"attention: JavaScript errors: {js_errors}"
-    assert not logged, f"attention: the widget's redraws sent output to the log console: {logged}"
 
 
 def test_ppo_training_in_jupyterlab(lab, browser):
     page, js_errors = run_notebook(browser, lab, "training", min_figures=3)
     before, after, readout = move_slider(page, "smoothing", "ArrowRight", 4)
     screenshot(page, SCREENSHOTS / "training-2-smoothing.png")
-    logged = log_console(page)
-    page.close()
+    close_quietly(page, "training", js_errors)
 
     assert readout == "0.20", f"the smoothing slider shows {readout}"
     assert after["data"] != before["data"], "the dashboard did not redraw for the new smoothing"
-    assert not js_errors, f"training: JavaScript errors: {js_errors}"
-    assert not logged, f"training: the widget's redraws sent output to the log console: {logged}"

@@ -18,7 +18,6 @@ Timings go to ``_build/reader/clean_env.json``.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from live_kernel import LiveKernel, write_kernelspec
+from live_kernel import STAGE_CACHE, LiveKernel, reader_env, write_kernelspec
 from nbclient import NotebookClient
 
 pytestmark = pytest.mark.reader
@@ -36,7 +35,6 @@ pytestmark = pytest.mark.reader
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / "_build" / "reader-venv"
 REPORT = ROOT / "_build" / "reader" / "clean_env.json"
-STAGE_CACHE = ROOT / "_build" / "stage-cache"
 
 # What a Colab runtime has before the twin's install cell (checked on Colab, November 2026).
 COLAB_PREINSTALLED = [
@@ -76,13 +74,6 @@ def versions(python: Path) -> dict[str, str]:
     out = subprocess.run([python, "-m", "pip", "list", "--format=json"], check=True,
                          capture_output=True, text=True).stdout  # fmt: skip
     return {re.sub(r"[-_.]+", "-", p["name"]).lower(): p["version"] for p in json.loads(out)}
-
-
-def reader_env() -> dict[str, str]:
-    """The environment of a reader's kernel: the build's stage cache, nothing of the build."""
-    env = {k: v for k, v in os.environ.items() if k != "RLHF_BOOK_BUILD"}
-    env["RLHF_BOOK_CACHE"] = str(STAGE_CACHE)
-    return env
 
 
 @pytest.fixture(scope="module")
