@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rlhf_lib import checks
 from rlhf_lib.reviews import ASPECTS, vader_compound
 
 # Below VADER's range [-1, 1]: a degenerate text loses to every real review, however negative.
@@ -91,8 +92,11 @@ class Annotator:
     temperature: float  # gold-score units; ~0.1 is careful, ~1 is close to a coin flip
 
     def __post_init__(self):
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature} ({self.name}).")
+        if not (checks.is_finite_number(self.temperature) and self.temperature > 0):
+            raise ValueError(
+                f"Annotator.temperature must be > 0 and finite, got {self.temperature} "
+                f"({self.name}); a large value such as 10 is close to a coin flip."
+            )
 
     def p_prefers_first(self, gold_a, gold_b) -> np.ndarray:
         """``P(this annotator prefers a over b) = sigmoid((gold_a - gold_b) / temperature)``."""
@@ -112,6 +116,10 @@ class AnnotatorPoolConfig:
     # so that two annotators agree on roughly 3 pairs in 4 of SFT samples, as InstructGPT's did.
     temperatures: list[float] = field(default_factory=lambda: [0.1, 0.15, 0.2, 0.25, 0.3])
     seed: int = 0
+
+    def __post_init__(self):
+        checks.number_list(self, "temperatures", low=0, low_open=True)
+        checks.ints(self, "seed", minimum=0)
 
 
 def make_annotators(config: AnnotatorPoolConfig | None = None) -> list[Annotator]:

@@ -8,7 +8,10 @@ Conventions used throughout the book:
 
 - Shapes are written ``[batch, heads, queries, keys]`` = ``[B, h, Tq, Tk]``.
 - A *mask* is a bool tensor where ``True`` means "this query may attend to this key". (PyTorch's
-  ``nn.MultiheadAttention`` uses the opposite convention for bool masks: pass it ``~mask``.)
+  ``nn.MultiheadAttention`` uses the opposite convention for bool masks: pass it ``~mask``; a mask
+  that would stop every query from seeing itself is refused as inverted.)
+- A 2-D mask always means ``[Tq, Tk]``. A padding mask is ``[B, 1, Tk]`` (:func:`padding_mask`)
+  or, as ``[B, Tk]``, the ``key_padding_mask`` argument, which stays unambiguous when B == Tq.
 - Attention functions return their weights next to their output, so figures need no hooks.
 """
 
@@ -20,42 +23,15 @@ import torch
 import torch.nn as nn
 
 
-def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"mask must be a torch.Tensor of dtype bool, got {type(mask).__name__}.")
-    if mask.dtype != torch.bool:
-        raise TypeError(
-            f"mask must have dtype torch.bool (True = may attend), got {mask.dtype}. "
-            "If you have a 0/1 mask, pass `mask.bool()`; if you have an additive mask of 0 and "
-            "-inf, pass `mask == 0`."
-        )
-    try:
-        torch.broadcast_shapes(mask.shape, scores_shape)
-    except RuntimeError:
-        raise ValueError(
-            f"mask of shape {tuple(mask.shape)} does not broadcast to the attention scores "
-            f"[..., Tq, Tk] = {tuple(scores_shape)}. Give it shape [Tq, Tk], [B, Tq, Tk] or "
-            "[B, 1, Tk] (padding), adding a head axis [B, 1, Tq, Tk] for multi-head inputs."
-        ) from None
-
-
-def scaled_dot_product_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention(Q, K, V) = softmax(Q Kᵀ / √d_k) V, returning ``(output, weights)``.
-
-    Introduced in Chapter 1, "Attention". Shapes: ``q [..., Tq, d]``, ``k [..., Tk, d]``,
-    ``v [..., Tk, dv]``; output ``[..., Tq, dv]``, weights ``[..., Tq, Tk]``. The softmax runs over
-    the keys (the last axis), so every row of ``weights`` sums to 1.
-
-    ``mask`` (optional, bool, broadcastable to ``[..., Tq, Tk]``) is True where a query may attend
-    to a key. A query whose row is entirely False (a padding position, say) has nothing to attend
-    to: it gets all-zero weights and a zero output instead of the NaN a plain softmax over
-    ``-inf`` would give.
-    """
+def _check_qkv(q, k, v) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor) or t.dim() < 2:
             raise ValueError(f"{name} must be a tensor of shape [..., T, d] (at least 2-D).")
+    if not (q.is_floating_point() and q.dtype == k.dtype == v.dtype):
+        raise TypeError(
+            f"q, k and v must be floating-point tensors of one dtype, got q {q.dtype}, k {k.dtype} "
+            f"and v {v.dtype}: convert them with .to(q.dtype) (or .float())."
+        )
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"q and k must have the same last dimension d_k (queries are compared with keys by a "
@@ -66,10 +42,107 @@ def scaled_dot_product_attention(
             f"k and v must have the same number of positions Tk (one value per key), got "
             f"k {tuple(k.shape)} and v {tuple(v.shape)}."
         )
+    try:
+        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"q, k and v must have the same leading (batch, head) axes: the queries of example b "
+            f"attend to the keys of example b. Got q {tuple(q.shape)}, k {tuple(k.shape)} and "
+            f"v {tuple(v.shape)}."
+        ) from None
+
+
+_PYTORCH_STYLE = (
+    "In this book True means 'may attend' (causal_mask(T) is True on and below the diagonal); "
+    "for a PyTorch-style mask, where True means 'masked out', pass ~mask."
+)
+
+
+def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a torch.Tensor of dtype bool, got {type(mask).__name__}.")
+    if mask.dtype != torch.bool:
+        raise TypeError(
+            f"mask must have dtype torch.bool (True = may attend), got {mask.dtype}. "
+            "If you have a 0/1 mask, pass `mask.bool()`; if you have an additive mask of 0 and "
+            "-inf, pass `mask == 0`."
+        )
+    *batch, Tq, Tk = scores_shape
+    if mask.dim() == 2 and batch and tuple(mask.shape) == (batch[0], Tk) and 1 != batch[0] != Tq:
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} looks like a padding mask [B, Tk], but a 2-D mask "
+            f"means [Tq, Tk] = [{Tq}, {Tk}]. Pass it as key_padding_mask=mask (True = a real "
+            "token), or give it shape [B, 1, Tk] as padding_mask(tokens, pad_id) returns."
+        )
+    try:
+        torch.broadcast_shapes(mask.shape, scores_shape)
+    except RuntimeError:
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} does not broadcast to the attention scores "
+            f"[..., Tq, Tk] = {tuple(scores_shape)}. Give it shape [Tq, Tk], [B, Tq, Tk] or "
+            "[B, 1, Tk] (padding), adding a head axis [B, 1, Tq, Tk] for multi-head inputs; "
+            "a [B, Tk] padding mask goes in key_padding_mask=."
+        ) from None
+    # A mask with its own query axis over square scores must let some query see its own key.
+    square = Tq == Tk > 1 and mask.dim() >= 2 and tuple(mask.shape[-2:]) == (Tq, Tk)
+    if square and not mask.diagonal(dim1=-2, dim2=-1).any():
+        raise ValueError(
+            "mask is False on its whole diagonal: no query may attend to itself, which is what "
+            f"an inverted mask looks like. {_PYTORCH_STYLE}"
+        )
+
+
+def _key_padding(key_padding_mask: torch.Tensor, scores_shape: torch.Size) -> torch.Tensor:
+    """A ``[B, Tk]`` (or ``[Tk]``) padding mask as a mask broadcastable to the scores."""
+    *batch, _, Tk = scores_shape
+    kpm = key_padding_mask
+    if not isinstance(kpm, torch.Tensor) or kpm.dtype != torch.bool:
+        raise TypeError(
+            "key_padding_mask must be a bool tensor [B, Tk], True where the key is a real token "
+            f"(e.g. tokens != pad_id), got {getattr(kpm, 'dtype', type(kpm).__name__)}."
+        )
+    if kpm.dim() == 1 and kpm.shape[0] == Tk:
+        return kpm
+    if kpm.dim() == 2 and batch and kpm.shape[0] in (1, batch[0]) and kpm.shape[1] == Tk:
+        return kpm.view(kpm.shape[0], *[1] * (len(scores_shape) - 2), Tk)  # (B, 1.., Tk)
+    expected = f"[B, Tk] = [{batch[0]}, {Tk}]" if batch else f"[Tk] = [{Tk}]"
+    raise ValueError(
+        f"key_padding_mask must have shape {expected} (True = a real token), "
+        f"got {tuple(kpm.shape)}."
+    )
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    key_padding_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention(Q, K, V) = softmax(Q Kᵀ / √d_k) V, returning ``(output, weights)``.
+
+    Introduced in Chapter 1, "Attention". Shapes: ``q [..., Tq, d]``, ``k [..., Tk, d]``,
+    ``v [..., Tk, dv]``; output ``[..., Tq, dv]``, weights ``[..., Tq, Tk]``. The softmax runs over
+    the keys (the last axis), so every row of ``weights`` sums to 1.
+
+    ``mask`` (optional, bool, broadcastable to ``[..., Tq, Tk]``) is True where a query may attend
+    to a key. A query whose row is entirely False (a padding position, say) has nothing to attend
+    to: it gets all-zero weights and a zero output instead of the NaN a plain softmax over
+    ``-inf`` would give. A 2-D mask always means ``[Tq, Tk]``; a padding mask is ``[B, 1, Tk]``
+    (:func:`padding_mask`) or goes, as ``[B, Tk]``, in ``key_padding_mask`` (True = a real
+    token), which is unambiguous even when B == Tq. An inverted (PyTorch-style) mask, False on
+    the whole diagonal, is refused.
+    """
+    _check_qkv(q, k, v)
     d_k = q.shape[-1]
     scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # [..., Tq, Tk]
     if mask is not None:
         _check_mask(mask, scores.shape)
+    if key_padding_mask is not None:
+        keys = _key_padding(key_padding_mask, scores.shape)
+        mask = keys if mask is None else mask & keys
+    if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)  # over keys j
     if mask is not None:
@@ -134,11 +207,15 @@ class MultiHeadAttention(nn.Module):
     ``forward(x_q, x_kv=None, mask=None)`` returns ``(output [B, Tq, d_model], weights [B, h, Tq,
     Tk])`` and keeps the weights of the last call, detached, in ``self.last_weights`` for plots.
     ``x_kv=None`` is self-attention; passing the encoder output is cross-attention. ``mask`` is
-    bool, True = may attend, broadcastable to ``[B, Tq, Tk]`` (a head axis is added here).
+    bool, True = may attend, broadcastable to ``[B, Tq, Tk]`` (a head axis is added here);
+    ``key_padding_mask`` ``[B, Tk]`` is True at real (not padding) keys.
     """
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
+        for name, value in (("d_model", d_model), ("n_heads", n_heads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}.")
         if d_model % n_heads:
             raise ValueError(
                 f"d_model ({d_model}) must be divisible by n_heads ({n_heads}): each head gets "
@@ -162,6 +239,8 @@ class MultiHeadAttention(nn.Module):
         x_q: torch.Tensor,
         x_kv: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
+        *,
+        key_padding_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if x_q.dim() != 3 or x_q.shape[-1] != self.d_model:
             raise ValueError(
@@ -174,7 +253,8 @@ class MultiHeadAttention(nn.Module):
         v = self._split_heads(self.w_v(x_kv))  # (B, h, Tk, d_k)
         if mask is not None and mask.dim() >= 3:
             mask = mask.unsqueeze(-3)  # (B, 1, Tq or 1, Tk): the same mask for every head
-        out, weights = scaled_dot_product_attention(q, k, v, mask)
+        out, weights = scaled_dot_product_attention(q, k, v, mask,
+                                                    key_padding_mask=key_padding_mask)  # fmt: skip
         if self.dropout.p > 0 and self.training:
             out = self.dropout(weights) @ v
         self.last_weights = weights.detach()

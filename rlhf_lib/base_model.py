@@ -24,13 +24,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from rlhf_lib.cache import cached_stage
-from rlhf_lib.notebook import progress
+from rlhf_lib import checks
+from rlhf_lib.cache import cached_stage, loading_stage
 from rlhf_lib.reviews import (
     generate_reviews,
     load_model_and_tokenizer,
     train_tokenizer,
 )
+from rlhf_lib.runtime import progress
 
 STAGE = "base_model"
 HISTORY = "history.json"
@@ -63,14 +64,22 @@ class BaseModelConfig:
     eval_every: int = 50
 
     def __post_init__(self):
-        if self.batch_size % self.grad_accum_steps:
-            raise ValueError(
-                f"batch_size={self.batch_size} must be divisible by grad_accum_steps="
-                f"{self.grad_accum_steps} (each micro-batch gets batch_size // grad_accum_steps)."
-            )
-        if not 0 <= self.warmup_steps < self.max_steps:
-            raise ValueError(
-                f"warmup_steps={self.warmup_steps} must be in [0, max_steps={self.max_steps})."
+        checks.ints(self, "n_reviews", "n_val_reviews", "block_size", "n_layer", "n_head", "n_embd",
+                    "max_steps", "batch_size", "grad_accum_steps", "eval_every")  # fmt: skip
+        checks.ints(self, "seed", "warmup_steps", minimum=0)
+        checks.ints(self, "vocab_size", minimum=259)  # 256 bytes + 3 special tokens
+        checks.positive(self, "lr")
+        checks.positive(self, "grad_clip", optional=True)  # None: no clipping
+        checks.non_negative(self, "weight_decay")
+        checks.numbers(self, "min_lr_ratio", low=0, high=1)
+        checks.number_list(self, "betas", length=2, low=0, high=1, high_open=True)
+        checks.multiple_of(self, "n_embd", "n_head", "each head gets n_embd // n_head channels")
+        checks.multiple_of(self, "batch_size", "grad_accum_steps",
+                           "each micro-batch gets batch_size // grad_accum_steps")  # fmt: skip
+        if not self.warmup_steps < self.max_steps:
+            raise checks.ConfigError(
+                f"BaseModelConfig.warmup_steps={self.warmup_steps} must be in [0, max_steps="
+                f"{self.max_steps}): lower warmup_steps or raise max_steps."
             )
 
 
@@ -157,6 +166,19 @@ def train_causal_lm(
     Returns the history: ``step``, ``loss``, ``lr``, ``grad_norm`` per step and ``val_step``,
     ``val_loss`` every ``eval_every`` steps (and at the end).
     """
+    args = checks.arguments("train_causal_lm", max_steps=max_steps, batch_size=batch_size, lr=lr,
+                            warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
+                            weight_decay=weight_decay, betas=betas, grad_clip=grad_clip,
+                            grad_accum_steps=grad_accum_steps, eval_every=eval_every,
+                            seed=seed)  # fmt: skip
+    checks.ints(args, "max_steps", "batch_size", "grad_accum_steps", "eval_every")
+    checks.ints(args, "warmup_steps", "seed", minimum=0)
+    checks.positive(args, "lr")
+    checks.positive(args, "grad_clip", optional=True)
+    checks.non_negative(args, "weight_decay")
+    checks.numbers(args, "min_lr_ratio", low=0, high=1)
+    checks.number_list(args, "betas", length=2, low=0, high=1, high_open=True)
+    checks.multiple_of(args, "batch_size", "grad_accum_steps")
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     opt = make_optimizer(model, lr, weight_decay, betas)
@@ -218,6 +240,8 @@ def make_model(config: BaseModelConfig, tokenizer):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,  # one short epoch: nothing to regularise
+        # saved in config.json: check_tokenizer_matches then refuses another run's tokenizer
+        **{checks.VOCAB_HASH_KEY: checks.vocabulary_hash(tokenizer)},
     )  # fmt: skip
     return GPT2LMHeadModel(hf_config)
 
@@ -261,9 +285,13 @@ def load_base_model(config: BaseModelConfig | None = None, device=None):
     """
     from transformers import AutoModelForCausalLM
 
-    return load_model_and_tokenizer(base_model_path(config), AutoModelForCausalLM, device)
+    path = base_model_path(config)
+    with loading_stage(path):
+        return load_model_and_tokenizer(path, AutoModelForCausalLM, device)
 
 
 def load_base_history(config: BaseModelConfig | None = None) -> dict:
     """The base model's training history (loss, learning rate, held-out loss per step)."""
-    return json.loads((base_model_path(config) / HISTORY).read_text())
+    path = base_model_path(config)
+    with loading_stage(path):
+        return json.loads((path / HISTORY).read_text())

@@ -32,12 +32,14 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
 
+from rlhf_lib import checks
 from rlhf_lib.annotators import gold_score
-from rlhf_lib.cache import cached_stage
+from rlhf_lib.cache import cached_stage, loading_stage
 from rlhf_lib.ppo import PPOConfig, position_ids_from_mask, response_mask
 from rlhf_lib.reward_model import RewardModelConfig, load_reward_model, score_texts
 from rlhf_lib.rlhf_run import RLHFRunConfig, evaluation_prompts
 from rlhf_lib.rlhf_run import make_trainer as make_ppo_trainer
+from rlhf_lib.runtime import go_offline, local_folder
 from rlhf_lib.sft import (
     ProgressCallback,
     SFTStageConfig,
@@ -80,22 +82,31 @@ class MethodRunConfig:
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.rollout_size % self.mini_batch_size:
-            raise ValueError(
-                f"rollout_size={self.rollout_size} must be divisible by "
-                f"mini_batch_size={self.mini_batch_size}: each rollout is split into equal parts."
+        checks.one_of(self, "method", METHODS)
+        checks.ints(self, "n_samples", "rollout_size", "group_size", "mini_batch_size", "epochs",
+                    "max_new_tokens", "n_prompts", "n_eval_prompts", "eval_max_new_tokens",
+                    "n_checkpoints")  # fmt: skip
+        checks.ints(self, "prompt_seed", "seed", minimum=0)
+        checks.positive(self, "learning_rate", "dpo_beta")
+        checks.non_negative(self, "beta", "missing_eos_penalty")
+        checks.instance_of(self, "sft", SFTStageConfig)
+        checks.instance_of(self, "reward_model", RewardModelConfig)
+        if self.method in ("grpo", "rloo") and self.group_size < 2:
+            raise checks.ConfigError(
+                f"MethodRunConfig.group_size={self.group_size} is too small for {self.method}: "
+                "its baseline is the other completions of the same prompt, so use group_size >= 2."
             )
-        if self.rollout_size % self.group_size:
-            raise ValueError(
-                f"rollout_size={self.rollout_size} must be divisible by group_size="
-                f"{self.group_size}: a rollout holds whole groups of completions of one prompt."
-            )
+        checks.multiple_of(self, "rollout_size", "mini_batch_size",
+                           "each rollout is split into equal parts")  # fmt: skip
+        checks.multiple_of(self, "rollout_size", "group_size",
+                           "a rollout holds whole groups of completions of one prompt")  # fmt: skip
         if self.n_samples < self.rollout_size:
-            raise ValueError(
-                f"n_samples={self.n_samples} is less than one rollout ({self.rollout_size})."
+            raise checks.ConfigError(
+                f"MethodRunConfig.n_samples={self.n_samples} is less than one rollout "
+                f"({self.rollout_size}): raise n_samples or lower rollout_size."
             )
+        checks.multiple_of(self, "n_samples", "rollout_size",
+                           "every method samples whole rollouts")  # fmt: skip
 
     @property
     def rollouts(self) -> int:
@@ -113,11 +124,16 @@ class MethodRunConfig:
 
 def _groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     rewards = torch.as_tensor(rewards, dtype=torch.float32)
-    if rewards.ndim != 1 or group_size < 2 or rewards.numel() % group_size:
+    if not checks.is_int(group_size) or group_size < 2:
         raise ValueError(
-            f"rewards must be a flat tensor of whole groups of group_size >= 2 completions "
-            f"(completions of one prompt next to each other); got shape {tuple(rewards.shape)} "
-            f"and group_size={group_size}."
+            f"group_size must be an int >= 2, got {group_size!r}: rewards come in whole groups of "
+            "completions of one prompt, and each one's baseline is the rest of its group."
+        )
+    if rewards.ndim != 1 or rewards.numel() % group_size:
+        raise ValueError(
+            f"rewards must be a flat tensor of whole groups of group_size={group_size} "
+            f"completions (completions of one prompt next to each other); got shape "
+            f"{tuple(rewards.shape)}, which is not a multiple of {group_size}."
         )
     return rewards.view(-1, group_size)
 
@@ -174,12 +190,14 @@ def evaluate_policy(policy, reference, tokenizer, prompts, reward_model, rm_toke
     π_ref(y_t)``, but never negative and much less noisy (the sum over the vocabulary replaces
     the one sampled token).
     """
+    prompts = checks.require_texts(prompts, "evaluate_policy", "prompts")
+    checks.require_pad_token(tokenizer, "evaluate_policy")
     was_training = policy.training
     policy.eval()
     torch.manual_seed(seed)
-    tokenizer.padding_side = "left"
     device = next(policy.parameters()).device
-    query = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+    # generation appends on the right: pad on the left (the caller's tokenizer is unchanged)
+    query = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(device)
     context_length = query["input_ids"].shape[1]
     output = policy.generate(**query, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
                              max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
@@ -281,6 +299,7 @@ def _trl_common_args(config: MethodRunConfig, output_dir) -> dict:
 
 def _train_online_trl(config: MethodRunConfig, output_dir):
     """GRPO or RLOO with TRL at PPO's budget; returns ``(policy, log_history, checkpoints)``."""
+    go_offline()  # TRL's telemetry off and no hub look-ups, even without setup_notebook()
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
@@ -288,7 +307,8 @@ def _train_online_trl(config: MethodRunConfig, output_dir):
         "grpo": (GRPOConfig, GRPOTrainer),
         "rloo": (RLOOConfig, RLOOTrainer),
     }[config.method]
-    sft_path = sft_model_path(config.sft)  # TRL loads policy *and* reference from this folder
+    # TRL loads the policy *and* the reference from this folder
+    sft_path = local_folder(sft_model_path(config.sft), "SFT model folder")
     reference, tokenizer = load_sft_model(config.sft)
     max_steps = config.rollouts * config.steps_per_rollout * config.epochs
     args = config_class(
@@ -322,6 +342,7 @@ def _train_online_trl(config: MethodRunConfig, output_dir):
 def _train_dpo(config: MethodRunConfig, output_dir):
     """DPO on ``n_samples / 2`` of chapter 4's training pairs, one pass; returns
     ``(policy, log_history, checkpoints)``."""
+    go_offline()  # TRL's telemetry off and no hub look-ups, even without setup_notebook()
     from trl import DPOConfig, DPOTrainer
 
     from rlhf_lib.preferences import for_training, load_preferences
@@ -342,7 +363,7 @@ def _train_dpo(config: MethodRunConfig, output_dir):
         max_length=config.reward_model.max_length,
     )
     trainer = DPOTrainer(
-        model=str(sft_model_path(config.sft)),
+        model=str(local_folder(sft_model_path(config.sft), "SFT model folder")),
         args=args,
         train_dataset=pairs,
         processing_class=tokenizer,
@@ -376,7 +397,7 @@ def _train_ppo(config: MethodRunConfig, output_dir):
     trainer = make_ppo_trainer(run)
     checkpoints = Checkpoints(config, trainer.ref_policy, trainer.tokenizer, config.rollouts,
                               config.rollout_size)  # fmt: skip
-    from rlhf_lib.notebook import progress
+    from rlhf_lib.runtime import progress
 
     bar = progress(range(config.rollouts), desc="PPO")
     for step in bar:
@@ -440,50 +461,11 @@ def method_run_path(config: MethodRunConfig) -> Path:
 def load_method_run(config: MethodRunConfig) -> dict:
     """The record of a (cached) run; ``record["policy_path"]`` is its saved policy."""
     path = method_run_path(config)
-    record = json.loads((path / RECORD).read_text())
+    with loading_stage(path):
+        record = json.loads((path / RECORD).read_text())
     record["policy_path"] = str(path / "policy")
     return record
 
 
-# ---------------------------------------------------------------------------------------------
-# Figures and tables
-# ---------------------------------------------------------------------------------------------
-
+# How figures and tables name each method (figures: rlhf_lib.dashboard.gold_vs_kl_figure).
 METHOD_NAMES = {"ppo": "PPO (ours)", "grpo": "GRPO (TRL)", "rloo": "RLOO (TRL)", "dpo": "DPO (TRL)"}
-
-
-def gold_vs_kl_figure(runs: list[dict], y: str = "gold"):
-    """Gold score (or ``y="proxy"``) against KL to the SFT policy, one curve per method.
-
-    ``runs`` are records of :func:`load_method_run` (or the benchmark's ``methods``): each has a
-    ``method`` and its ``checkpoints``. Every curve starts at the SFT policy (KL 0); hover shows
-    how many samples the method had used.
-    """
-    import plotly.graph_objects as go
-
-    from rlhf_lib.dashboard import KL_BAND, RUN_COLOURS
-
-    if not runs:
-        raise ValueError("gold_vs_kl_figure needs at least one run record")
-    if y not in ("gold", "proxy"):
-        raise ValueError(f"y must be 'gold' or 'proxy', got {y!r}")
-    fig = go.Figure()
-    for colour, run in zip(RUN_COLOURS, runs, strict=False):
-        points = run["checkpoints"]
-        fig.add_trace(go.Scatter(
-            x=[p["kl"] for p in points], y=[p[y] for p in points], mode="lines+markers",
-            name=METHOD_NAMES.get(run["method"], run["method"]), line={"color": colour},
-            customdata=[p["samples"] for p in points],
-            hovertemplate="KL %{x:.2f} nats<br>" + y + " %{y:.3f}<br>%{customdata} samples",
-        ))  # fmt: skip
-    fig.add_vrect(x0=KL_BAND[0], x1=KL_BAND[1], fillcolor="green", opacity=0.06, line_width=0)
-    label = "Mean gold score (hidden preference)" if y == "gold" else "Mean reward-model score"
-    fig.update_layout(
-        title=f"{label.split(' (')[0]} against KL to the SFT policy, held-out prompts",
-        xaxis_title="KL(π ‖ π_SFT), nats per review",
-        yaxis_title=label,
-        template="plotly_white",
-        height=420,
-        legend={"orientation": "h", "y": -0.2},
-    )
-    return fig

@@ -2,8 +2,9 @@
 
 :func:`ppo_dashboard` is a pure function that returns one plotly figure. Its buttons choose the
 metric (they work on the static website, with no kernel); every run is one line; on the KL panel
-the 0–10 nats band that the report asks PPO to stay within is shaded. :func:`dashboard_widget`
-wraps the same function in ipywidgets for Binder/Colab, adding a metric picker and smoothing.
+the 0–10 nats band is shaded (TRL's rule of thumb for the KL summed over a response).
+:func:`dashboard_widget` wraps the same function in ipywidgets for Binder/Colab, adding a metric
+picker and smoothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ DASHBOARD_METRICS = {
     "policy/approxkl_avg": "Approximate KL between updates",
     "loss/value_avg": "Value loss",
 }
-KL_BAND = (0.0, 10.0)  # the range the report asks KL to stay within
+KL_BAND = (0.0, 10.0)  # TRL's rule of thumb for the summed per-response KL (the report's band)
 RUN_COLOURS = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#9D755D")
 
 
@@ -176,3 +177,38 @@ def dashboard_widget(runs: dict[str, list[dict]]):
     weight.observe(redraw, "value")
     redraw()
     return widgets.VBox([widgets.HBox([metric, weight]), output])
+
+
+def gold_vs_kl_figure(runs: list[dict], y: str = "gold"):
+    """Gold score (or ``y="proxy"``) against KL to the SFT policy, one curve per method.
+
+    ``runs`` are records of :func:`load_method_run` (or the benchmark's ``methods``): each has a
+    ``method`` and its ``checkpoints``. Every curve starts at the SFT policy (KL 0); hover shows
+    how many samples the method had used.
+    """
+    from rlhf_lib.beyond_ppo import METHOD_NAMES
+
+    if not runs:
+        raise ValueError("gold_vs_kl_figure needs at least one run record")
+    if y not in ("gold", "proxy"):
+        raise ValueError(f"y must be 'gold' or 'proxy', got {y!r}")
+    fig = go.Figure()
+    for colour, run in zip(RUN_COLOURS, runs, strict=False):
+        points = run["checkpoints"]
+        fig.add_trace(go.Scatter(
+            x=[p["kl"] for p in points], y=[p[y] for p in points], mode="lines+markers",
+            name=METHOD_NAMES.get(run["method"], run["method"]), line={"color": colour},
+            customdata=[p["samples"] for p in points],
+            hovertemplate="KL %{x:.2f} nats<br>" + y + " %{y:.3f}<br>%{customdata} samples",
+        ))  # fmt: skip
+    fig.add_vrect(x0=KL_BAND[0], x1=KL_BAND[1], fillcolor="green", opacity=0.06, line_width=0)
+    label = "Mean gold score (hidden preference)" if y == "gold" else "Mean reward-model score"
+    fig.update_layout(
+        title=f"{label.split(' (')[0]} against KL to the SFT policy, held-out prompts",
+        xaxis_title="KL(π ‖ π_SFT), nats per review",
+        yaxis_title=label,
+        template="plotly_white",
+        height=420,
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig

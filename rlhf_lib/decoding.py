@@ -14,6 +14,8 @@ import time
 import plotly.graph_objects as go
 import torch
 
+from rlhf_lib import checks
+
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Divide by ``temperature``: < 1 sharpens the distribution (safer, duller), > 1 flattens it."""
@@ -70,6 +72,11 @@ def _logits(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.logits
 
 
+def _vocab_size(model) -> int | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "vocab_size", None)
+
+
 def _context_length(model) -> int | None:
     config = getattr(model, "config", None)
     for name in ("n_positions", "max_position_embeddings", "block_size"):
@@ -110,10 +117,16 @@ def generate(
     ``input_ids`` ``[B, T]`` are prompts of equal length (no padding). Without a cache every step
     runs the whole sequence again (cost ~ T^2 per token, in all). With ``use_cache`` the keys and
     values of past tokens are kept, and each step feeds only the newest token. Both give the same
-    tokens. Rows that produced ``eos_token_id`` keep receiving it. Returns ``[B, T + new]``.
+    tokens. Rows that produced ``eos_token_id`` keep receiving it. Returns ``[B, T + new]``;
+    ``max_new_tokens=0`` returns the prompts unchanged.
     """
-    if input_ids.dim() != 2:
+    if isinstance(input_ids, torch.Tensor) and input_ids.dim() != 2:
         raise ValueError(f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}.")
+    vocab = _vocab_size(model)
+    if vocab is not None:
+        checks.check_token_ids(input_ids, vocab, "input_ids")
+    if not checks.is_int(max_new_tokens) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}.")
     limit = _context_length(model)
     if limit is not None and input_ids.size(1) + max_new_tokens > limit:
         raise ValueError(
@@ -170,8 +183,15 @@ def sample_settings(model, tokenizer, prompt: str, settings=None, n: int = 4, ma
                     seed: int = 0) -> dict[str, list[str]]:  # fmt: skip
     """``n`` continuations of ``prompt`` under each decoding setting: ``{name: [text, ...]}``."""
     settings = settings or DEFAULT_SETTINGS
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be one string, got {type(prompt).__name__}.")
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     limit = _context_length(model) or (ids.size(1) + max_new_tokens)
+    if ids.size(1) >= limit:
+        raise ValueError(
+            f"The prompt has {ids.size(1)} tokens, but the model's context is {limit}: nothing is "
+            "left to generate. Shorten the prompt."
+        )
     max_new_tokens = min(max_new_tokens, limit - ids.size(1))
     result = {}
     for setting in settings:

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rlhf_lib import checks
 from rlhf_lib.attention import causal_mask, scaled_dot_product_attention
 
 # --------------------------------------------------------------------------------------------
@@ -101,11 +102,9 @@ class GPTConfig:
     causal: bool = True  # False only for the chapter's "what if the future leaks" experiment
 
     def __post_init__(self):
-        if self.n_embd % self.n_head:
-            raise ValueError(
-                f"n_embd={self.n_embd} must be divisible by n_head={self.n_head} "
-                "(each head gets n_embd // n_head channels)."
-            )
+        checks.ints(self, "vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+        checks.positive(self, "layer_norm_eps")
+        checks.multiple_of(self, "n_embd", "n_head", "each head gets n_embd // n_head channels")
 
 
 class GPT(nn.Module):
@@ -138,6 +137,7 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, return_attentions: bool = False):
         """Logits ``(B, T, vocab)`` for token ids ``idx`` ``(B, T)``; with ``return_attentions``
         also the attention weights of every layer, a list of ``(B, n_head, T, T)``."""
+        checks.check_token_ids(idx, self.config.vocab_size, "idx", dims=2)
         B, T = idx.size()
         if T > self.config.block_size:
             raise ValueError(
@@ -324,14 +324,21 @@ class LLaMAConfig:
     head_dim: int | None = None  # None: n_embd // n_head
 
     def __post_init__(self):
+        checks.ints(self, "vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd",
+                    "intermediate_size")  # fmt: skip
+        checks.positive(self, "rope_theta", "rms_norm_eps")
         if self.head_dim is None:
-            if self.n_embd % self.n_head:
-                raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}.")
+            checks.multiple_of(self, "n_embd", "n_head", "head_dim = n_embd // n_head")
             self.head_dim = self.n_embd // self.n_head
+        checks.ints(self, "head_dim")
+        if self.head_dim % 2:
+            raise checks.ConfigError(
+                f"LLaMAConfig.head_dim={self.head_dim} must be even: RoPE rotates channel pairs."
+            )
         if self.n_head % self.n_kv_head:
-            raise ValueError(
-                f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}: each "
-                "key/value head serves a whole group of query heads."
+            raise checks.ConfigError(
+                f"LLaMAConfig.n_head={self.n_head} must be a multiple of n_kv_head="
+                f"{self.n_kv_head}: each key/value head serves a whole group of query heads."
             )
 
 
@@ -353,6 +360,7 @@ class LLaMA(nn.Module):
 
     def forward(self, idx: torch.Tensor, return_attentions: bool = False):
         """Logits ``(B, T, vocab)``; with ``return_attentions`` also a list of ``(B, nh, T, T)``."""
+        checks.check_token_ids(idx, self.config.vocab_size, "idx", dims=2)
         B, T = idx.size()
         if T > self.config.block_size:
             raise ValueError(

@@ -1,4 +1,4 @@
-"""The one set-up call every chapter makes first, and the progress bar chapters use.
+"""The one set-up call every chapter makes first, and how pages show figures, widgets and values.
 
 Introduced in the book's introduction. ``setup_notebook()`` makes a chapter behave the same on the
 website build, in Binder, in Colab and on a laptop: fixed seeds, plotly figures that survive the
@@ -10,42 +10,17 @@ from __future__ import annotations
 import logging
 import numbers
 import os
-import random
 import warnings
 
-from tqdm.std import tqdm as tqdm_std
-
-# Set before transformers / datasets / huggingface_hub are imported: they read these at import time.
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TOKENIZERS_PARALLELISM": "false",  # avoids the fork warning when a DataLoader forks
-    "WANDB_DISABLED": "true",
-}
-
-# The Makefile sets this while it builds the website: progress bars then print one final line
-# instead of a widget, which a static page could not run anyway.
-BUILD_ENV = "RLHF_BOOK_BUILD"
-
-
-def is_book_build() -> bool:
-    """True while the website is being built (the Makefile sets ``RLHF_BOOK_BUILD=1``)."""
-    return os.environ.get(BUILD_ENV, "") not in ("", "0")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) so a chapter gives the same numbers each run."""
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
+from rlhf_lib.runtime import (  # noqa: F401  (re-exported: pages import them from here)
+    BUILD_ENV,
+    OFFLINE_ENV,
+    SummaryLineProgress,
+    go_offline,
+    is_book_build,
+    progress,
+    seed_everything,
+)
 
 
 def _quiet_libraries() -> None:
@@ -212,13 +187,13 @@ def setup_notebook(seed: int = 0, threads: int = 1, plotly: bool = True):
     - selects the plotly renderer that draws figures where the kernel runs: the website build,
       Colab, VS Code or JupyterLab / Notebook (:func:`plotly_renderer_for_this_environment`).
 
-    Call it in a chapter's first code cell, before importing transformers, trl or datasets.
+    Call it in a chapter's first code cell. Offline mode takes effect even if transformers, trl
+    or datasets are already imported (:func:`rlhf_lib.runtime.go_offline`).
     """
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
-    if not isinstance(threads, int) or threads < 1:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int, got {threads!r}")
 
+    go_offline()
     import numpy as np
     import torch
 
@@ -231,34 +206,3 @@ def setup_notebook(seed: int = 0, threads: int = 1, plotly: bool = True):
     if plotly:
         use_plotly_renderer_for_this_environment()
     return get_device()
-
-
-def progress(iterable=None, total=None, desc=None, **kwargs):
-    """A tqdm progress bar that suits where the chapter runs.
-
-    Live (Jupyter, Colab, a terminal) it is ``tqdm.auto``. During the website build it stays
-    silent and prints one final summary line when it closes (for example
-    ``pretraining: 100%|...| 300/300 [00:41<00:00, loss=1.93]``), so the page shows how long the
-    step took instead of a widget that cannot run without a kernel.
-    """
-    if not is_book_build():
-        from tqdm.auto import tqdm
-
-        return tqdm(iterable, total=total, desc=desc, **kwargs)
-    return SummaryLineProgress(iterable, total=total, desc=desc, **kwargs)
-
-
-class SummaryLineProgress(tqdm_std):
-    """tqdm that draws nothing while running and prints its final state once, on close."""
-
-    def __init__(self, *args, **kwargs):
-        self._devnull = open(os.devnull, "w")  # closed in close()
-        kwargs.update(file=self._devnull, mininterval=float("inf"), ncols=100)
-        super().__init__(*args, **kwargs)
-
-    def close(self):
-        if not self.disable and not getattr(self, "_summary_printed", False):
-            self._summary_printed = True
-            print(self.format_meter(**self.format_dict), flush=True)
-        super().close()
-        self._devnull.close()

@@ -55,6 +55,8 @@ METHOD_FIELDS = (
     "train_wall_seconds", "train_cpu_seconds", "samples_per_second", "gold_gain_per_cpu_second",
     "peak_rss_mb",
 )  # fmt: skip
+# Each method runs with several seeds; the report keeps them and the spread of the key figures.
+SPREAD_FIELDS = ("seeds", "gold_gain_std", "final_kl_std")
 ROOT_CHAPTER = "Introduction"  # the toc's root page belongs to no part
 NOT_IN_TOC = "(not in _toc.yml)"
 
@@ -446,26 +448,40 @@ def page_weight_targets(report: dict, chapters: dict[str, str] | None = None) ->
 
 
 def methods_table(report: dict) -> pd.DataFrame:
-    """One row per method of ``rl_vs_trl.json``: budget, gold and proxy gains, KL, cost."""
+    """One row per method of ``rl_vs_trl.json``: budget, gold and proxy gains, KL, cost.
+
+    Every figure is the mean over the method's seeds; gold gain and final KL also show their
+    spread, ``mean ± std``, where std is the standard deviation over the seeds (NumPy's
+    ``np.std``, which divides by the number of seeds)."""
     from rlhf_lib.beyond_ppo import METHOD_NAMES
 
     rows = [
         {
             "method": METHOD_NAMES.get(m["method"], m["method"]),
+            "seeds": len(m["seeds"]),
             "samples": m["samples"],
             "gold start → final": f"{m['gold_start']:.3f} → {m['gold_final']:.3f}",
-            "gold gain": m["gold_gain"],
+            "gold gain ± std": f"{m['gold_gain']:+.3f} ± {m['gold_gain_std']:.3f}",
             "proxy gain": m["proxy_gain"],
-            "final KL": m["final_kl"],
+            "final KL ± std": f"{m['final_kl']:.2f} ± {m['final_kl_std']:.2f}",
             "train wall s": m["train_wall_seconds"],
             "train CPU s": m["train_cpu_seconds"],
             "samples/s": m["samples_per_second"],
             "gold gain per CPU-s": m["gold_gain_per_cpu_second"],
             "peak MB": m["peak_rss_mb"],
         }
-        for m in _entries(report, "methods", METHOD_FIELDS, "rl_vs_trl")
+        for m in _entries(report, "methods", METHOD_FIELDS + SPREAD_FIELDS, "rl_vs_trl")
     ]
     return pd.DataFrame(rows).set_index("method")
+
+
+def seed_counts(report: dict) -> str:
+    """How many seeds each method of ``rl_vs_trl.json`` ran with, for the text: ``"3"``, or
+    ``"2 to 3"`` when the methods differ."""
+    counts = sorted(
+        {len(m["seeds"]) for m in _entries(report, "methods", SPREAD_FIELDS, "rl_vs_trl")}
+    )
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
 
 
 def ppo_vs_best_trl(report: dict) -> dict:

@@ -17,6 +17,7 @@ PART_COLOURS = {
     3: "#F58518",  # RLHF
     4: "#E45756",  # reward models
     5: "#54A24B",  # PPO
+    6: "#B279A2",  # beyond PPO
     0: "#9D9D9D",  # hidden from training
 }
 PART_NAMES = {
@@ -25,6 +26,7 @@ PART_NAMES = {
     3: "Part 3 · RLHF",
     4: "Part 4 · Reward models",
     5: "Part 5 · PPO",
+    6: "Part 6 · Beyond PPO",
     0: "Hidden from training",
 }
 
@@ -57,6 +59,10 @@ STAGES = (
           "A scalar score per text, trained with the Bradley–Terry loss on the pairs."),
     Stage("ppo", 1, 1, 5, "PPO + KL penalty<br>(rlhf_lib.ppo)", "PPO-ptx<br>(~31k prompts)",
           "The policy maximises reward minus β·KL to the SFT model."),
+    Stage("beyond", 0, 0, 6, "DPO · GRPO · RLOO<br>(TRL trainers)",
+          "Later methods<br>(DPO, GRPO, RLOO)",
+          "Other ways to use the same preferences: DPO learns from the pairs directly; GRPO and "
+          "RLOO replace PPO's value model with a group of samples per prompt."),
     Stage("annotators", 3, 0, 3, "Simulated annotators<br>(Bradley–Terry noise)",
           "~40 human<br>labelers",
           "Noisy judges: they agree with each other only part of the time (~73% in InstructGPT)."),
@@ -79,6 +85,8 @@ EDGES = (
     ("gold", "annotators", True),
     ("gold", "eval", True),
     ("ppo", "eval", False),
+    ("rm", "beyond", False),
+    ("beyond", "eval", False),
 )
 
 BOX_HALF_WIDTH, BOX_HALF_HEIGHT = 0.44, 0.3

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from rlhf_lib import checks
+
 KL_KINDS = ("k1", "k2", "k3")
 
 
@@ -231,27 +233,18 @@ class PPOConfig:
     seed: int = 0
 
     def __post_init__(self):
-        positive = ("total_steps", "batch_size", "mini_batch_size", "ppo_epochs",
-                    "max_new_tokens", "temperature", "learning_rate", "cliprange",
-                    "cliprange_value", "max_grad_norm", "kl_horizon")  # fmt: skip
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"PPOConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("kl_coef", "vf_coef", "entropy_coef"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"PPOConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.batch_size % self.mini_batch_size:
-            raise ValueError(
-                f"PPOConfig.batch_size={self.batch_size} must be divisible by "
-                f"mini_batch_size={self.mini_batch_size}: each rollout is split into equal parts."
-            )
-        if self.kl_estimator not in KL_KINDS:
-            raise ValueError(f"PPOConfig.kl_estimator must be one of {KL_KINDS}")
-        if self.target_kl is not None and self.target_kl <= 0:
-            raise ValueError(f"PPOConfig.target_kl must be > 0 or None, got {self.target_kl}")
-        for name in ("gamma", "lam"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"PPOConfig.{name} must lie in [0, 1]")
+        checks.ints(self, "total_steps", "batch_size", "mini_batch_size", "ppo_epochs",
+                    "max_new_tokens", "kl_horizon")  # fmt: skip
+        checks.ints(self, "seed", minimum=0)
+        checks.positive(self, "temperature", "learning_rate", "cliprange_value", "max_grad_norm")
+        checks.positive(self, "target_kl", optional=True)  # None: a fixed β
+        checks.non_negative(self, "kl_coef", "vf_coef", "entropy_coef")
+        checks.non_negative(self, "missing_eos_penalty", optional=True)
+        checks.numbers(self, "cliprange", low=0, high=1, low_open=True, high_open=True)
+        checks.numbers(self, "gamma", "lam", low=0, high=1)
+        checks.one_of(self, "kl_estimator", KL_KINDS)
+        checks.multiple_of(self, "batch_size", "mini_batch_size",
+                           "each rollout is split into equal minibatches")  # fmt: skip
 
 
 class AdaptiveKLController:
@@ -285,6 +278,21 @@ def _disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
 
 
+def _storages(model: torch.nn.Module) -> set[int]:
+    return {p.untyped_storage().data_ptr() for p in model.parameters() if p.numel()}
+
+
+def _refuse_shared_parameters(trained, ref_policy, name: str) -> None:
+    # The reference is frozen (requires_grad_(False)) and must stay the policy PPO started from;
+    # shared tensors would freeze the trained model too, or move the reference with it (KL = 0).
+    if _storages(trained) & _storages(ref_policy):
+        raise ValueError(
+            f"ref_policy shares parameters with the {name} (it is the same model, or built on "
+            "the same tensors): the KL penalty would stay 0 and freezing the reference would "
+            "freeze what PPO trains. Pass a frozen copy: ref_policy = copy.deepcopy(policy)."
+        )
+
+
 class PPOTrainer:
     """PPO against a reward function, with a per-token KL penalty to a frozen reference policy.
 
@@ -298,7 +306,15 @@ class PPOTrainer:
       ``gold/score`` and never used for training.
 
     ``history`` holds one dict of metrics per finished step, under TRL's PPO names; it survives
-    an exception, so an aborted run keeps what it measured.
+    an exception, so an aborted run keeps what it measured. A NaN or infinite reward, loss or
+    gradient stops the run with a ``FloatingPointError`` before that optimiser step (earlier
+    minibatches of the same step stay applied), so the policy never holds NaN.
+
+    The trainer checks its inputs first: prompts must be a list of strings, the tokenizer must
+    belong to all three models (sizes, special ids and, for models the library built, the
+    vocabulary itself) and have a pad token, and the reference must not share tensors with the
+    policy or the value model. It pads prompts on the left whatever the tokenizer's
+    ``padding_side`` (without changing the tokenizer), so no response starts after a pad.
     """
 
     def __init__(
@@ -312,15 +328,32 @@ class PPOTrainer:
         reward_fn: Callable,
         gold_fn: Callable | None = None,
     ):
+        if not isinstance(config, PPOConfig):
+            raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}.")
+        prompts = checks.require_texts(prompts, "PPOTrainer", "prompts")
         if not prompts:
             raise ValueError("PPOTrainer needs at least one prompt")
+        if not callable(reward_fn):
+            raise TypeError("reward_fn must be a function: reward_fn(texts) -> one score per text.")
         if getattr(value_model.config, "num_labels", None) != 1:
             raise ValueError("value_model must have num_labels=1 (one value per token)")
-        if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
-            raise ValueError("the tokenizer needs eos_token_id and pad_token_id set")
+        checks.require_pad_token(tokenizer, "PPOTrainer")
+        if tokenizer.eos_token_id is None:
+            raise ValueError(
+                "PPOTrainer needs tokenizer.eos_token_id: a response ends at its first EOS. Use "
+                "the tokenizer saved with the policy."
+            )
+        for name, model in (("policy", policy), ("ref_policy", ref_policy),
+                            ("value_model", value_model)):  # fmt: skip
+            try:  # all three read the ids this tokenizer makes
+                checks.check_tokenizer_matches(model, tokenizer)
+            except ValueError as err:
+                raise ValueError(f"PPOTrainer's {name}: {err}") from None
+        _refuse_shared_parameters(policy, ref_policy, "policy")
+        _refuse_shared_parameters(value_model, ref_policy, "value_model")
         self.config, self.tokenizer = config, tokenizer
         self.policy, self.ref_policy, self.value_model = policy, ref_policy, value_model
-        self.reward_fn, self.gold_fn, self.prompts = reward_fn, gold_fn, list(prompts)
+        self.reward_fn, self.gold_fn, self.prompts = reward_fn, gold_fn, prompts
         self.device = next(policy.parameters()).device
         for model in (policy, ref_policy, value_model):
             _disable_dropout(model)
@@ -387,7 +420,9 @@ class PPOTrainer:
     def generate(self, prompts: list[str], greedy: bool = False):
         """Sample responses: ``(input_ids, attention_mask, context_length, texts)``."""
         tok, cfg = self.tokenizer, self.config
-        query = tok(prompts, return_tensors="pt", padding=True).to(self.device)  # left padded
+        # Left padding, whatever tok.padding_side says: generate() appends after the last column.
+        query = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
+        query = query.to(self.device)
         context_length = query["input_ids"].shape[1]
         output = self.policy.generate(
             **query,
@@ -434,11 +469,7 @@ class PPOTrainer:
             raise ValueError(f"reward_fn must return one score per text, got {tuple(scores.shape)}")
         if not torch.isfinite(scores).all():
             bad = [t for t, s in zip(texts, scores.tolist(), strict=True) if not math.isfinite(s)]
-            raise FloatingPointError(
-                f"the reward function returned NaN or inf at PPO step {len(self.history) + 1} "
-                f"(for example for {bad[0]!r}). The run stopped before updating the policy; "
-                f"the {len(self.history)} finished steps are kept in trainer.history."
-            )
+            raise self._stopped(f"the reward function returned NaN or inf (e.g. for {bad[0]!r})")
         ended = (input_ids[:, ctx:] == tok.eos_token_id).any(1)
         if cfg.missing_eos_penalty is not None:
             scores = torch.where(ended, scores, scores - cfg.missing_eos_penalty)
@@ -474,12 +505,20 @@ class PPOTrainer:
                 mean_entropy = masked_mean(new_entropy, mb_mask)
                 loss = pg_loss + cfg.vf_coef * vf_loss - cfg.entropy_coef * mean_entropy
 
+                if not torch.isfinite(loss):
+                    raise self._stopped(
+                        f"the loss is {loss.item()} (policy loss {pg_loss.item():.4g}, value "
+                        f"loss {vf_loss.item():.4g}, entropy {mean_entropy.item():.4g})"
+                    )
                 self.optimizer.zero_grad()
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(
+                grad_norm = torch.nn.utils.clip_grad_norm_(
                     [p for g in self.optimizer.param_groups for p in g["params"]],
                     cfg.max_grad_norm,
                 )
+                if not torch.isfinite(grad_norm):
+                    self.optimizer.zero_grad()
+                    raise self._stopped(f"the gradient norm is {grad_norm.item()}")
                 self.optimizer.step()
                 stats["pg_loss"].append(pg_loss.item())
                 stats["vf_loss"].append(vf_loss.item())
@@ -523,9 +562,16 @@ class PPOTrainer:
         self.history.append(metrics)
         return metrics
 
+    def _stopped(self, what: str) -> FloatingPointError:
+        return FloatingPointError(
+            f"At PPO step {len(self.history) + 1} {what}. The run stopped before updating the "
+            f"policy with it; the {len(self.history)} finished steps are kept in "
+            "trainer.history. Lower learning_rate or check the reward function."
+        )
+
     def train(self, progress: bool = True) -> list[dict]:
         """Run ``config.total_steps`` PPO iterations; returns (and keeps) the history."""
-        from rlhf_lib.notebook import progress as progress_bar
+        from rlhf_lib.runtime import progress as progress_bar
 
         bar = progress_bar(range(self.config.total_steps), desc="PPO", disable=not progress)
         for _ in bar:

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rlhf_lib import checks
 from rlhf_lib.annotators import AnnotatorPoolConfig, annotate, gold_score, make_annotators
-from rlhf_lib.cache import cached_stage
+from rlhf_lib.cache import cached_stage, loading_stage
 from rlhf_lib.sft import SFTStageConfig, review_prompts, sample_completions
 
 STAGE = "preferences"
@@ -50,6 +51,13 @@ class PreferenceConfig:
     seed: int = 0
     annotators: AnnotatorPoolConfig = field(default_factory=AnnotatorPoolConfig)
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+
+    def __post_init__(self):
+        checks.ints(self, "n_train", "n_eval", "n_shifted", "max_new_tokens")
+        checks.ints(self, "prompt_seed", "seed", minimum=0)
+        checks.positive(self, "temperature", "shifted_temperature")
+        checks.instance_of(self, "annotators", AnnotatorPoolConfig)
+        checks.instance_of(self, "sft", SFTStageConfig)
 
 
 def label_pairs(prompts, completions_a, completions_b, annotators, rng) -> dict:
@@ -133,7 +141,11 @@ def load_preferences(config: PreferenceConfig | None = None):
     """The preference ``DatasetDict`` with splits ``train``, ``eval`` and ``shifted``."""
     from datasets import load_from_disk
 
-    return load_from_disk(str(preferences_path(config) / "pairs"))
+    path = preferences_path(config)
+    with loading_stage(path):
+        # In memory (a few MB): a dataset mapped later (the reward trainer tokenises it) then
+        # writes no cache files into the stage folder.
+        return load_from_disk(str(path / "pairs"), keep_in_memory=True)
 
 
 def for_training(split):

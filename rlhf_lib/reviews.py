@@ -22,6 +22,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+# check_tokenizer_matches lives with the other checks; pages and tests import it from here too.
+from rlhf_lib.checks import check_tokenizer_matches
+from rlhf_lib.runtime import local_folder
+
 # Aspects carry no sentiment of their own (VADER scores "humour" or "villain", so they are out).
 ASPECTS = [
     "acting", "plot", "script", "soundtrack", "ending", "dialogue", "cast", "pacing",
@@ -224,29 +228,12 @@ def train_tokenizer(texts: list[str], vocab_size: int = 512):
     )
 
 
-def check_tokenizer_matches(model, tokenizer) -> None:
-    """Raise a clear error if ``tokenizer`` cannot be the tokenizer ``model`` was trained with."""
-    vocab = model.config.vocab_size
-    if len(tokenizer) > vocab:
-        raise ValueError(
-            f"The tokenizer has {len(tokenizer)} tokens but the model's embedding has {vocab} "
-            "rows: they do not belong together. Load both from one folder (e.g. "
-            "rlhf_lib.base_model.load_base_model() returns a matching pair)."
-        )
-    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        model_id, tok_id = getattr(model.config, name, None), getattr(tokenizer, name)
-        if model_id is not None and tok_id is not None and model_id != tok_id:
-            raise ValueError(
-                f"model.config.{name}={model_id} but tokenizer.{name}={tok_id}: the tokenizer does "
-                "not match the model. Load both from the same folder."
-            )
-
-
 def load_model_and_tokenizer(path, model_class, device=None):
     """``(model, tokenizer)`` saved together in ``path`` (a cached stage), checked to belong
     together, the model in eval mode. ``model_class`` is e.g. ``AutoModelForCausalLM``."""
     from transformers import AutoTokenizer
 
+    path = local_folder(path, "model folder")  # a missing folder fails now, not after hub retries
     model = model_class.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     check_tokenizer_matches(model, tokenizer)

@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import plotly.graph_objects as go
 import torch
 from transformers.trainer_callback import PrinterCallback
 
-from rlhf_lib.cache import cached_stage
+from rlhf_lib import checks
+from rlhf_lib.cache import cached_stage, loading_stage
 from rlhf_lib.preferences import PreferenceConfig, for_training, load_preferences
 from rlhf_lib.reviews import check_tokenizer_matches, load_model_and_tokenizer
+from rlhf_lib.runtime import go_offline, local_folder
 from rlhf_lib.sft import ProgressCallback, sft_model_path, trainer_device_args
 
 STAGE = "reward_model"
@@ -50,6 +51,14 @@ class RewardModelConfig:
     n_train_probe: int = 200  # train pairs re-scored at each evaluation, next to the eval split
     seed: int = 0
     preferences: PreferenceConfig = field(default_factory=PreferenceConfig)
+
+    def __post_init__(self):
+        checks.positive(self, "epochs", "lr")
+        checks.non_negative(self, "weight_decay")
+        checks.non_negative(self, "center_rewards_coefficient", optional=True)
+        checks.ints(self, "batch_size", "max_length", "eval_steps", "n_train_probe")
+        checks.ints(self, "seed", minimum=0)
+        checks.instance_of(self, "preferences", PreferenceConfig)
 
 
 class PreferenceDataError(ValueError):
@@ -82,13 +91,50 @@ def pair_lengths(tokenizer, dataset) -> np.ndarray:
     return np.maximum(*map(np.array, lengths))
 
 
+def _check_text_columns(dataset, columns, name) -> None:
+    """Every prompt, chosen and rejected entry is a string (TRL would fail deep in tokenising)."""
+    for column in ("prompt", "chosen", "rejected"):
+        if column not in columns:
+            continue
+        for row, value in enumerate(dataset[column]):
+            if not isinstance(value, str):
+                raise PreferenceDataError(
+                    f"Column {column!r} of the {name} dataset holds {type(value).__name__} "
+                    f"({value!r}) in row {row}; every entry must be text. Drop or fill such rows, "
+                    f"e.g. dataset.filter(lambda r: isinstance(r[{column!r}], str))."
+                )
+
+
+def _warn_identical_pairs(dataset, columns, name) -> None:
+    """A pair whose chosen and rejected texts are the same teaches nothing (its loss is log 2
+    whatever the model does); a dataset of only such pairs would train at loss 0.693 forever."""
+    text = {"chosen", "rejected"} <= columns
+    keys = ("chosen", "rejected") if text else ("chosen_ids", "rejected_ids")
+    same = sum(c == r for c, r in zip(dataset[keys[0]], dataset[keys[1]], strict=True))
+    if same == len(dataset):
+        raise PreferenceDataError(
+            f"In all {same} pairs of the {name} dataset '{keys[0]}' equals '{keys[1]}': there is "
+            "no preference to learn (the loss would stay at log 2 = 0.693). Check how the pairs "
+            "were built: chosen and rejected must be two different completions."
+        )
+    if same:
+        warnings.warn(
+            f"{same} of {len(dataset)} pairs of the {name} dataset have identical "
+            f"'{keys[0]}' and '{keys[1]}'; they carry no preference. Drop them, e.g. "
+            f"dataset.filter(lambda r: r[{keys[0]!r}] != r[{keys[1]!r}]).",
+            stacklevel=3,
+        )
+
+
 def check_preference_inputs(model, tokenizer, dataset, max_length: int | None, name="train"):
     """Raise :class:`PreferenceDataError` with one clear message if TRL cannot use these inputs.
 
-    Checks, in order: the dataset type and columns, that it is not empty, that the model has one
-    output (``num_labels=1``), that the tokenizer belongs to the model, and that not every pair is
-    longer than ``max_length`` (TRL would silently drop them and train on nothing). A warning
-    says how many pairs will be dropped when only some are too long.
+    Checks, in order: the dataset type and columns, that it is not empty, that every text is a
+    string, that the model has one output (``num_labels=1``), that the tokenizer belongs to the
+    model and has a pad token, that not every pair has ``chosen == rejected``, and that not every
+    pair is longer than ``max_length`` (TRL would silently drop them and train on nothing).
+    Warnings say how many pairs are identical, and how many will be dropped when only some are
+    too long.
     """
     from datasets import Dataset
 
@@ -104,6 +150,7 @@ def check_preference_inputs(model, tokenizer, dataset, max_length: int | None, n
         raise PreferenceDataError(
             f"The {name} dataset is empty: a reward model needs at least one preference pair."
         )
+    _check_text_columns(dataset, columns, name)
     num_labels = getattr(model.config, "num_labels", None)
     if num_labels != 1:
         raise PreferenceDataError(
@@ -113,8 +160,10 @@ def check_preference_inputs(model, tokenizer, dataset, max_length: int | None, n
         )
     try:
         check_tokenizer_matches(model, tokenizer)
+        checks.require_pad_token(tokenizer, "The reward trainer")
     except ValueError as err:
         raise PreferenceDataError(str(err)) from None
+    _warn_identical_pairs(dataset, columns, name)
     if max_length is not None:
         lengths = pair_lengths(tokenizer, dataset)
         too_long = int((lengths > max_length).sum())
@@ -139,10 +188,10 @@ def reward_model_from_sft(path=None):
     The transformer body is the SFT model's; the scalar head (``score``, a bias-free linear
     layer from the hidden size to 1) is new and random. The language-model head is dropped.
     """
+    path = local_folder(path or sft_model_path(), "SFT model folder")  # before slow imports
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-    path = path or sft_model_path()
     with suppress_seqcls_warning():  # "score.weight newly initialised" is the point here
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -159,6 +208,7 @@ def make_trainer(model, tokenizer, train, eval_sets=None, config=None, output_di
     check_preference_inputs(model, tokenizer, train, config.max_length, "train")
     for name, split in (eval_sets or {}).items():
         check_preference_inputs(model, tokenizer, split, config.max_length, name)
+    go_offline()  # TRL's telemetry off and no hub look-ups, even without setup_notebook()
     args = RewardConfig(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
@@ -224,22 +274,24 @@ def load_reward_model(config: RewardModelConfig | None = None, device=None):
     """
     from transformers import AutoModelForSequenceClassification
 
-    return load_model_and_tokenizer(
-        reward_model_path(config), AutoModelForSequenceClassification, device
-    )
+    path = reward_model_path(config)
+    with loading_stage(path):
+        return load_model_and_tokenizer(path, AutoModelForSequenceClassification, device)
 
 
 def load_reward_history(config: RewardModelConfig | None = None) -> list[dict]:
     """The reward trainer's log history (train loss/accuracy; train-probe and eval accuracy)."""
-    return json.loads((reward_model_path(config) / HISTORY).read_text())
+    path = reward_model_path(config)
+    with loading_stage(path):
+        return json.loads((path / HISTORY).read_text())
 
 
 @torch.no_grad()
 def score_texts(model, tokenizer, texts: list[str], batch_size: int = 256) -> np.ndarray:
     """The reward of each full text (prompt + completion), exactly as the trainer saw it:
     ``<|bos|> text <|eos|>``, padded on the right, read at the last real token."""
-    if isinstance(texts, str):
-        raise TypeError("score_texts takes a list of texts; wrap a single text as [text].")
+    texts = checks.require_texts(texts, "score_texts")
+    checks.require_pad_token(tokenizer, "score_texts")
     device = next(model.parameters()).device
     eos, pad = tokenizer.eos_token, tokenizer.pad_token_id
     limit = getattr(model.config, "n_positions", None) or 10**9
@@ -301,24 +353,6 @@ def calibration_table(r_chosen, r_rejected, n_bins: int = 8) -> dict:
     return rows
 
 
-def calibration_figure(tables: dict[str, dict]) -> go.Figure:
-    """Reliability diagram: one line per ``name -> calibration_table(...)``."""
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
-                             line={"dash": "dash", "color": "grey"}))  # fmt: skip
-    for name, t in tables.items():
-        fig.add_trace(go.Scatter(
-            x=t["predicted"], y=t["observed"], mode="lines+markers", name=name,
-            marker={"size": [6 + 14 * (c / max(t["count"])) ** 0.5 for c in t["count"]]},
-            customdata=t["count"], hovertemplate="predicted %{x:.2f}<br>observed %{y:.2f}"
-            "<br>%{customdata} comparisons<extra></extra>",
-        ))  # fmt: skip
-    fig.update_layout(title="Calibration: predicted P(chosen) vs how often it was chosen",
-                      xaxis_title="predicted P(first is chosen) = σ(r₁ − r₂)",
-                      yaxis_title="observed frequency", height=420, width=620)  # fmt: skip
-    return fig
-
-
 def accuracy_history(history: list[dict]) -> dict:
     """Train-probe and eval accuracy per evaluation step, from the trainer's log history.
 
@@ -335,72 +369,6 @@ def accuracy_history(history: list[dict]) -> dict:
                 out[name].append(row["eval_accuracy"])
                 out[f"{name}_loss"].append(row[f"eval_{name}_loss"])
     return out
-
-
-def accuracy_over_steps_figure(history: list[dict], ceiling: float | None = None) -> go.Figure:
-    """Train vs eval accuracy during training (over-fitting shows as a growing gap)."""
-    acc = accuracy_history(history)
-    fig = go.Figure()
-    for key, name in (("train", "train pairs"), ("eval", "held-out pairs")):
-        fig.add_trace(go.Scatter(x=acc["step"], y=acc[key], name=name, mode="lines+markers"))
-    if ceiling is not None:
-        fig.add_hline(y=ceiling, line_dash="dot", annotation_text="noise ceiling")
-    fig.update_layout(title="Reward-model accuracy during training", xaxis_title="step",
-                      yaxis_title="accuracy (chosen scored higher)", height=380)  # fmt: skip
-    return fig
-
-
-def reward_vs_gold_figure(texts, rm_scores, gold_scores, groups=None) -> go.Figure:
-    """The static reward explorer: reward-model score against hidden gold score, hover = text."""
-    groups = groups if groups is not None else ["samples"] * len(texts)
-    fig = go.Figure()
-    for g in dict.fromkeys(groups):
-        idx = [i for i, x in enumerate(groups) if x == g]
-        fig.add_trace(go.Scatter(
-            x=[gold_scores[i] for i in idx], y=[rm_scores[i] for i in idx], mode="markers",
-            name=str(g), text=["<br>".join(_wrap(texts[i])) for i in idx], marker={"size": 6},
-            hovertemplate="gold %{x:.2f} · reward model %{y:.2f}<br>%{text}<extra></extra>",
-        ))  # fmt: skip
-    fig.update_layout(title="Reward explorer: the proxy (reward model) against the hidden gold",
-                      xaxis_title="gold score (guarded VADER; −2 = degenerate)",
-                      yaxis_title="reward-model score", height=480)  # fmt: skip
-    return fig
-
-
-def _wrap(text: str, width: int = 60) -> list[str]:
-    lines, line = [], ""
-    for word in text.split():
-        if len(line) + len(word) > width:
-            lines.append(line)
-            line = ""
-        line = f"{line} {word}".strip()
-    return [*lines, line]
-
-
-def reward_explorer_widget(model, tokenizer, examples: list[str] | None = None):
-    """Live reward explorer (Binder/Colab): type a review, see the reward model's score next to
-    the gold score and the reasons the guard refuses it, if any."""
-    import ipywidgets as widgets
-
-    from rlhf_lib.annotators import degeneracy_reasons, gold_score
-
-    first = (examples or ["I saw this film on Sunday. The plot was great. I would recommend it."])[
-        0
-    ]
-    box = widgets.Textarea(value=first, layout={"width": "90%"}, continuous_update=False)
-    out = widgets.HTML()
-
-    def show(_=None):
-        text = box.value.strip()
-        rm = float(score_texts(model, tokenizer, [text])[0]) if text else float("nan")
-        gold = gold_score([text])[0] if text else float("nan")
-        why = ", ".join(degeneracy_reasons(text)) or "none"
-        out.value = (f"<b>reward model</b>: {rm:+.2f} &nbsp; <b>gold</b>: {gold:+.2f} "
-                     f"&nbsp; <b>guard</b>: {why}")  # fmt: skip
-
-    box.observe(show, names="value")
-    show()
-    return widgets.VBox([box, out])
 
 
 def probe_edits(model, tokenizer, texts: list[str]) -> dict:

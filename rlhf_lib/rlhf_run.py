@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rlhf_lib import checks
 from rlhf_lib.annotators import gold_score
-from rlhf_lib.cache import cached_stage
+from rlhf_lib.cache import cached_stage, loading_stage
 from rlhf_lib.ppo import PPOConfig, PPOTrainer
 from rlhf_lib.reward_model import RewardModelConfig, load_reward_model, score_texts
+from rlhf_lib.runtime import local_folder
 from rlhf_lib.sft import SFTStageConfig, load_sft_model, review_prompts, sample_completions
 
 STAGE = "ppo_run"
@@ -38,6 +40,13 @@ class RLHFRunConfig:
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
 
+    def __post_init__(self):
+        checks.ints(self, "n_prompts")
+        checks.ints(self, "prompt_seed", minimum=0)
+        checks.instance_of(self, "ppo", PPOConfig)
+        checks.instance_of(self, "sft", SFTStageConfig)
+        checks.instance_of(self, "reward_model", RewardModelConfig)
+
 
 def evaluation_prompts(n: int = 200, seed: int = 4) -> list[str]:
     """Held-out openings for comparing policies after training."""
@@ -49,8 +58,12 @@ def make_trainer(config: RLHFRunConfig) -> PPOTrainer:
     policy, tokenizer = load_sft_model(config.sft)
     reference = copy.deepcopy(policy)
     reward_model, rm_tokenizer = load_reward_model(config.reward_model)
-    if rm_tokenizer.get_vocab() != tokenizer.get_vocab():
-        raise ValueError("the reward model and the SFT policy must share one tokenizer")
+    if checks.vocabulary_hash(rm_tokenizer) != checks.vocabulary_hash(tokenizer):
+        raise ValueError(
+            "The reward model and the SFT policy must share one tokenizer: the value model "
+            "(a copy of the reward model) reads the policy's token ids. Train the reward model "
+            "from this SFT policy (RewardModelConfig.preferences.sft = RLHFRunConfig.sft)."
+        )
     value_model = copy.deepcopy(reward_model)  # starts knowing which reviews score well
 
     def reward_fn(texts):
@@ -83,10 +96,12 @@ def load_run(config: RLHFRunConfig | None = None):
     """``(policy, tokenizer, history, train_seconds)`` of a (cached) PPO run."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = run_path(config)
-    record = json.loads((path / HISTORY).read_text())
-    policy = AutoModelForCausalLM.from_pretrained(path).eval()
-    return policy, AutoTokenizer.from_pretrained(path), record["history"], record["seconds"]
+    path = local_folder(run_path(config), "PPO run folder")
+    with loading_stage(path):
+        record = json.loads((path / HISTORY).read_text())
+        policy = AutoModelForCausalLM.from_pretrained(path).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    return policy, tokenizer, record["history"], record["seconds"]
 
 
 def score_policy(policy, tokenizer, prompts, reward_model, rm_tokenizer, seed=0, max_new_tokens=40):

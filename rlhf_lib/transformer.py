@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rlhf_lib import checks
 from rlhf_lib.attention import (
     MultiHeadAttention,
     causal_mask,
@@ -177,14 +178,25 @@ class TransformerConfig:
     eos_id: int = 2
 
     def __post_init__(self):
-        if self.positional not in ("sinusoidal", "learned"):
-            raise ValueError(
-                f"positional must be 'sinusoidal' or 'learned', not {self.positional!r}"
+        checks.one_of(self, "positional", ("sinusoidal", "learned"))
+        checks.ints(self, "src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff",
+                    "n_encoder_layers", "n_decoder_layers", "max_len")  # fmt: skip
+        checks.ints(self, "pad_id", "bos_id", "eos_id", minimum=0)
+        checks.numbers(self, "dropout", low=0, high=1, high_open=True)
+        checks.multiple_of(self, "d_model", "n_heads", "each head gets d_model / n_heads dims")
+        if self.positional == "sinusoidal" and self.d_model % 2:
+            raise checks.ConfigError(
+                f"TransformerConfig.d_model={self.d_model} must be even for sinusoidal positions "
+                "(sin/cos pairs): use an even d_model or positional='learned'."
             )
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})."
-            )
+        for name in ("pad_id", "bos_id", "eos_id"):  # the special tokens come first
+            vocab = "tgt_vocab_size" if name != "pad_id" else "src_vocab_size"
+            if getattr(self, name) >= min(getattr(self, vocab), self.tgt_vocab_size):
+                raise checks.ConfigError(
+                    f"TransformerConfig.{name}={getattr(self, name)} is not a token id of the "
+                    f"vocabulary (src_vocab_size={self.src_vocab_size}, tgt_vocab_size="
+                    f"{self.tgt_vocab_size}): use a smaller id or a larger vocabulary."
+                )
 
 
 class Seq2SeqTransformer(nn.Module):
@@ -215,7 +227,8 @@ class Seq2SeqTransformer(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.lm_head = nn.Linear(c.d_model, c.tgt_vocab_size)  # the final linear; softmax in loss
 
-    def _embed(self, tokens: torch.Tensor, table: nn.Embedding) -> torch.Tensor:
+    def _embed(self, tokens: torch.Tensor, table: nn.Embedding, name: str) -> torch.Tensor:
+        checks.check_token_ids(tokens, table.num_embeddings, name, dims=2)
         T = tokens.shape[1]
         if T > self.config.max_len:
             raise ValueError(
@@ -228,7 +241,7 @@ class Seq2SeqTransformer(nn.Module):
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder: ``src [B, S]`` -> ``(memory [B, S, d_model], src_mask [B, 1, S])``."""
         src_mask = padding_mask(src, self.config.pad_id)  # (B, 1, S): no query looks at padding
-        x = self._embed(src, self.src_embed)
+        x = self._embed(src, self.src_embed, "src")
         for layer in self.encoder:
             x = layer(x, src_mask)
         return self.encoder_norm(x), src_mask
@@ -239,7 +252,7 @@ class Seq2SeqTransformer(nn.Module):
         """Decoder + final linear: ``tgt_in [B, T]`` -> logits ``[B, T, tgt_vocab]``."""
         # Causal mask alone suffices: padding sits at the end, after every real query's position.
         self_mask = causal_mask(tgt_in.shape[1], device=tgt_in.device)  # (T, T)
-        x = self._embed(tgt_in, self.tgt_embed)
+        x = self._embed(tgt_in, self.tgt_embed, "tgt_in")
         for layer in self.decoder:
             x = layer(x, memory, self_mask, src_mask)
         return self.lm_head(self.decoder_norm(x))
@@ -255,9 +268,14 @@ class Seq2SeqTransformer(nn.Module):
         Introduced in Chapter 1. The output starts with ``bos_id``; a sequence that has emitted
         ``eos_id`` is padded with ``pad_id`` afterwards. The encoder runs once; the decoder runs
         again on the whole prefix at every step (no key/value cache: simple and fast enough here).
+        ``max_new_tokens=None`` fills the context (``max_len - 1`` tokens); ``0`` generates
+        nothing and returns ``bos_id`` alone.
         """
         c = self.config
-        max_new_tokens = max_new_tokens or c.max_len - 1
+        if max_new_tokens is None:
+            max_new_tokens = c.max_len - 1
+        if not checks.is_int(max_new_tokens) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}.")
         memory, src_mask = self.encode(src)
         out = torch.full((src.shape[0], 1), c.bos_id, dtype=torch.long, device=src.device)
         done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)

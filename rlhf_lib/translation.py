@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from rlhf_lib import checks
 from rlhf_lib.transformer import Seq2SeqTransformer, TransformerConfig
 
 SPECIALS = ["<pad>", "<bos>", "<eos>"]  # ids 0, 1, 2 in both vocabularies (TransformerConfig)
@@ -171,6 +172,28 @@ class TranslationConfig:
     warmup_steps: int = 100  # Post-LN needs warm-up: early large updates destabilise it
     seed: int = 0
 
+    def __post_init__(self):
+        checks.instance_of(self, "model", TransformerConfig)
+        checks.ints(self, "n_train", "n_test", "steps", "batch_size")
+        checks.ints(self, "data_seed", "seed", "warmup_steps", minimum=0)
+        checks.positive(self, "lr")
+        if self.n_test > 100_000:
+            raise checks.ConfigError(
+                f"TranslationConfig.n_test={self.n_test} is too large: keep most numbers for "
+                "training (at most 100000 held out)."
+            )
+        if self.batch_size > self.n_train:
+            raise checks.ConfigError(
+                f"TranslationConfig.batch_size={self.batch_size} is larger than n_train="
+                f"{self.n_train}: a batch is drawn from the training numbers without repeats."
+            )
+        for name, vocab in (("src_vocab_size", SOURCE_VOCAB), ("tgt_vocab_size", TARGET_VOCAB)):
+            if getattr(self.model, name) < len(vocab):
+                raise checks.ConfigError(
+                    f"TranslationConfig.model.{name}={getattr(self.model, name)} is smaller than "
+                    f"the task's vocabulary ({len(vocab)} tokens): use {name}={len(vocab)}."
+                )
+
 
 def exact_match(model: Seq2SeqTransformer, numbers: list[int], batch_size: int = 500) -> float:
     """Fraction of ``numbers`` whose greedy translation equals their digits exactly."""
@@ -188,7 +211,7 @@ def train_translator(config: TranslationConfig, progress=None):
     """Train a :class:`Seq2SeqTransformer` on the task; returns ``(model, history)``.
 
     A plain loop, with numbered steps: sample a batch, teacher-force, cross-entropy, AdamW step.
-    ``progress`` is a function like :func:`rlhf_lib.notebook.progress` (default: no bar).
+    ``progress`` is a function like :func:`rlhf_lib.runtime.progress` (default: no bar).
     ``history`` holds the loss per step and the held-out exact match at the end.
     """
     torch.manual_seed(config.seed)
@@ -243,7 +266,7 @@ def load_or_train_translator(config: TranslationConfig | None = None, progress=N
     Returns ``(model, history)``. The stage folder holds ``model.pt`` (the state dict),
     ``config.json`` and ``history.json``, so later pages of Chapter 1 reuse the model.
     """
-    from rlhf_lib.cache import cached_stage
+    from rlhf_lib.cache import cached_stage, loading_stage
 
     config = config or TranslationConfig()
 
@@ -255,8 +278,10 @@ def load_or_train_translator(config: TranslationConfig | None = None, progress=N
 
     folder = cached_stage("ch1_translator", _config_dict(config), build)
     model = Seq2SeqTransformer(config.model)
-    model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
-    return model.eval(), json.loads((folder / "history.json").read_text())
+    with loading_stage(folder):
+        model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+        history = json.loads((folder / "history.json").read_text())
+    return model.eval(), history
 
 
 def translate(model: Seq2SeqTransformer, text: str) -> str:

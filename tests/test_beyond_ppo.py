@@ -12,10 +12,10 @@ from rlhf_lib.beyond_ppo import (
     MethodRunConfig,
     dpo_loss,
     evaluate_policy,
-    gold_vs_kl_figure,
     grpo_advantages,
     rloo_advantages,
 )
+from rlhf_lib.dashboard import gold_vs_kl_figure
 from rlhf_lib.reviews import train_tokenizer
 
 REWARDS = torch.tensor([1.0, 0.0, 0.5, 2.5, -1.0, -1.0, 3.0, 0.0])

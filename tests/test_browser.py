@@ -2,8 +2,9 @@
 
 Run after the book build (`make browser`, part of `make test`). For each page it asserts that no
 JavaScript error was raised, no local resource failed to load, every image loaded, every formula
-was typeset by MathJax and every plotly figure drew its SVG. A full-page screenshot of each page is
-saved in _build/screenshots/.
+was typeset by MathJax, every plotly figure drew its SVG and no MyST markup is left in the text
+(a `$` around a formula that did not parse, an unresolved `{glue:text}` or `{cite}` role, a `:::`
+fence). A full-page screenshot of each page is saved in _build/screenshots/.
 """
 
 from __future__ import annotations
@@ -34,6 +35,19 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SKIPPED_PAGES = {"genindex.html", "search.html", "py-modindex.html"}
+# MyST markup that a reader should never see in a page's text: each is a formula, role or fence
+# that did not parse. Code, cell outputs printed in <pre>, formulas and figures are left out.
+RAW_MARKUP = ("$", "{glue", "{cite", ":::", "{doc}")
+PROSE_TEXT_JS = """() => {
+    const skip = "pre, script, style, noscript, .math, mjx-container, .plotly-graph-div";
+    if (!document.body) return "";  // the root page is a bare redirect
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    const parts = [];
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        if (!node.parentElement.closest(skip)) parts.push(node.nodeValue);
+    }
+    return parts.join("");
+}"""
 
 
 def built_pages() -> list[str]:
@@ -123,6 +137,7 @@ def test_page_renders(browser, site_url, page_path):
             arg=n_formulas,
             timeout=30_000,
         )
+    raw_markup = _raw_markup(page.evaluate(PROSE_TEXT_JS))
     broken_images = page.evaluate(
         "[...document.images].filter(img => !img.complete || img.naturalWidth === 0)"
         ".map(img => img.src)"
@@ -137,6 +152,28 @@ def test_page_renders(browser, site_url, page_path):
     assert drawn == n_figures, f"{page_path}: only {drawn} of {n_figures} plotly figures drew"
     if page_path == "book/intro.html":
         assert n_figures >= 1, "the introduction must show the pipeline map"
+    assert not raw_markup, (
+        f"{page_path}: MyST markup shows as text (fix it in the page's .md): {raw_markup}"
+    )
+
+
+def _raw_markup(text: str, context: int = 30) -> list[str]:
+    """Each occurrence of RAW_MARKUP in ``text``, with a little of the text around it."""
+    found = []
+    for mark in RAW_MARKUP:
+        start = text.find(mark)
+        while start != -1:
+            snippet = text[max(0, start - context) : start + len(mark) + context]
+            found.append(f"{mark!r} in …{' '.join(snippet.split())}…")
+            start = text.find(mark, start + len(mark))
+    return found
+
+
+def test_raw_markup_finds_what_myst_left_unparsed():
+    text = "score $s_ij$ from {glue:text}`x`, {cite}`a`, :::{note} and {doc}`b`"
+    marks = [finding.split(" in ")[0] for finding in _raw_markup(text)]
+    assert marks == ["'$'", "'$'", "'{glue'", "'{cite'", "':::'", "'{doc}'"]
+    assert _raw_markup("a formula typeset by MathJax and plain prose") == []
 
 
 def _is_local(url: str, site_url: str) -> bool:

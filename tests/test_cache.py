@@ -1,6 +1,7 @@
 """The stage cache: keyed by config and library, atomic, safe to delete, clear when unwritable."""
 
 import os
+import textwrap
 from dataclasses import dataclass
 
 import pytest
@@ -53,6 +54,102 @@ def test_a_stage_depends_on_the_modules_its_build_imports():
     assert cache.library_fingerprint("rlhf_lib.ppo") != cache.library_fingerprint("rlhf_lib.cache")
 
 
+# A small stand-in for the package, to edit freely: `stage` imports `helper` inside a function
+# and `__version__` from the package, whose `__init__` re-exports `notebook` (as rlhf_lib's does).
+FAKE_LIBRARY = {
+    "__init__.py": '''
+        """The package."""
+        __version__ = "0.1.0"
+        from rlhf_lib.notebook import glue
+    ''',
+    "notebook.py": """
+        def glue(name, value):
+            return name, value
+    """,
+    "helper.py": """
+        def scale(x):
+            return 2 * x
+    """,
+    "stage.py": '''
+        """A stage module."""
+        from rlhf_lib import __version__
+
+
+        class Config:
+            """Its config."""
+
+            steps = 10  # enough for a toy
+
+
+        def build(folder):
+            """Write the result."""
+            from rlhf_lib.helper import scale  # imported where it is used
+
+            return scale(Config.steps)
+    ''',
+}
+
+
+@pytest.fixture
+def fake_library(tmp_path, monkeypatch):
+    package = tmp_path / "rlhf_lib"
+    package.mkdir()
+    for name, text in FAKE_LIBRARY.items():
+        (package / name).write_text(textwrap.dedent(text).lstrip())
+    monkeypatch.setattr(cache, "PACKAGE_DIR", package)
+    cache.library_fingerprint.cache_clear()  # it is memoised per process
+    yield package
+    cache.library_fingerprint.cache_clear()
+
+
+def fingerprint_after_edit(package, file, old, new):
+    path = package / file
+    assert old in path.read_text(), f"{old!r} is not in {file}"
+    path.write_text(path.read_text().replace(old, new))
+    cache.library_fingerprint.cache_clear()
+    return cache.library_fingerprint("rlhf_lib.stage")
+
+
+def test_the_package_init_counts_but_its_imports_do_not(fake_library):
+    assert cache.module_dependencies("rlhf_lib.stage") == {
+        "rlhf_lib.stage",
+        "rlhf_lib.helper",  # imported inside a function
+        "rlhf_lib",  # for __version__; its re-export of rlhf_lib.notebook is not followed
+    }
+
+
+@pytest.mark.parametrize(
+    "file, old, new",
+    [
+        ("stage.py", '"""A stage module."""', '"""A stage module, now explained at length."""'),
+        ("stage.py", '"""Its config."""', '"""The config of the toy stage."""'),
+        ("stage.py", '"""Write the result."""', '"""Write\n\n    the result.\n    """'),
+        ("stage.py", "# enough for a toy", "# ten steps: enough for a toy"),
+        ("stage.py", "return scale(Config.steps)", "return scale(\n        Config.steps\n    )"),
+        ("helper.py", "return 2 * x", "return 2*x  # doubled"),
+        ("__init__.py", '"""The package."""', '"""The package, documented."""'),
+        ("notebook.py", "return name, value", "return value, name"),  # reached only via __init__
+    ],
+)
+def test_fingerprint_ignores_what_does_not_change_behaviour(fake_library, file, old, new):
+    before = cache.library_fingerprint("rlhf_lib.stage")
+    assert fingerprint_after_edit(fake_library, file, old, new) == before
+
+
+@pytest.mark.parametrize(
+    "file, old, new",
+    [
+        ("stage.py", "return scale(Config.steps)", "return scale(Config.steps) + 1"),
+        ("stage.py", "steps = 10", "steps = 11"),
+        ("helper.py", "return 2 * x", "return 3 * x"),  # a function-local import
+        ("__init__.py", '__version__ = "0.1.0"', '__version__ = "0.2.0"'),
+    ],
+)
+def test_fingerprint_follows_code(fake_library, file, old, new):
+    before = cache.library_fingerprint("rlhf_lib.stage")
+    assert fingerprint_after_edit(fake_library, file, old, new) != before
+
+
 def test_dataclass_config_is_accepted():
     @dataclass
     class Config:
@@ -69,7 +166,8 @@ def test_interrupted_build_leaves_nothing_that_reads_as_complete(private_cache):
     with pytest.raises(KeyboardInterrupt):
         cache.cached_stage("toy", {"lr": 0.1}, crash, verbose=False)
     assert not cache.is_complete(cache.stage_path("toy", {"lr": 0.1}))
-    assert list(private_cache.iterdir()) == []  # the temporary folder was removed too
+    # The temporary folder was removed too; only the stage's (empty) lock file stays.
+    assert [p.suffix for p in private_cache.iterdir()] == [".lock"]
     path = cache.cached_stage("toy", {"lr": 0.1}, write_marker("ok"), verbose=False)
     assert (path / "result.txt").read_text() == "ok"
 
@@ -121,3 +219,16 @@ def test_root_that_is_a_file_says_what_to_do(tmp_path, monkeypatch):
 def test_bad_input_is_refused_clearly(name, config, error):
     with pytest.raises(error):
         cache.stage_path(name, config)
+
+
+STAGE_MODULES = ["base_model", "sft", "preferences", "reward_model", "rlhf_run", "beyond_ppo",
+                 "translation", "smollm2"]  # fmt: skip
+PRESENTATION = {"notebook", "dashboard", "explorer", "reward_figures", "performance"}
+
+
+@pytest.mark.parametrize("stage_module", STAGE_MODULES)
+def test_no_stage_depends_on_figures_widgets_or_glue(stage_module):
+    """Editing a figure, a widget or a page helper never retrains a stage."""
+    deps = {name.split(".")[-1] for name in cache.module_dependencies(f"rlhf_lib.{stage_module}")}
+    assert stage_module in deps
+    assert not deps & PRESENTATION, f"rlhf_lib.{stage_module} imports {deps & PRESENTATION}"

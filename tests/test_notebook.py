@@ -146,3 +146,36 @@ def test_numpy_scalars_print_as_plain_numbers_for_glue():
 
     setup_notebook(seed=0)
     assert repr(np.float64(0.5)) == "0.5"  # myst-nb's glue parses this text to format it
+
+
+def test_offline_mode_takes_effect_after_huggingface_hub_is_imported(monkeypatch):
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _telemetry
+
+    for key in notebook.OFFLINE_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # as if imported before setup
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", False)
+    sent = []
+    monkeypatch.setattr(_telemetry, "_start_telemetry_thread", lambda: sent.append("started"))
+    setup_notebook(plotly=False)
+    assert constants.is_offline_mode() and constants.HF_HUB_DISABLE_TELEMETRY
+    _telemetry.send_telemetry("rlhf_book/test")  # what TRL's trainers call in train()
+    assert sent == []
+
+
+def test_a_reader_who_sets_the_hub_online_keeps_it(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    notebook.go_offline()
+    assert not constants.is_offline_mode()
+
+
+def test_a_missing_local_folder_fails_at_once_naming_it(tmp_path):
+    from rlhf_lib.runtime import local_folder
+
+    assert local_folder(tmp_path) == tmp_path
+    with pytest.raises(FileNotFoundError, match="does-not-exist.*does not exist"):
+        local_folder(tmp_path / "does-not-exist", "SFT model folder")

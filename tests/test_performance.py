@@ -61,10 +61,11 @@ def execution_report(seconds=(5, 40, 60, 100, 30), peaks=(300, 900, 1200, 800, 5
     return report
 
 
-def method(name, gold_final, gain_per_cpu, samples=960, gold_start=0.2) -> dict:
+def method(name, gold_final, gain_per_cpu, samples=960, gold_start=0.2, seeds=(0, 1, 2)) -> dict:
     cpu = 100.0
     return {
         "method": name, "samples": samples, "generates_samples": name != "dpo",
+        "seeds": list(seeds), "gold_gain_std": 0.02, "final_kl_std": 0.5,
         "gold_start": gold_start, "gold_final": gold_final, "gold_gain": gold_final - gold_start,
         "proxy_start": 0.3, "proxy_final": 0.6, "proxy_gain": 0.3, "final_kl": 3.0,
         "train_wall_seconds": cpu / 2, "train_cpu_seconds": cpu, "samples_per_second": 19.2,
@@ -282,10 +283,26 @@ def test_methods_table():
     table = perf.methods_table(methods_report())
     assert list(table.index) == [METHOD_NAMES[m] for m in ("ppo", "grpo", "rloo", "dpo")]
     assert table.loc[METHOD_NAMES["dpo"], "samples"] == 2400
+    assert table.loc[METHOD_NAMES["ppo"], "seeds"] == 3
     assert table.loc[METHOD_NAMES["ppo"], "gold start → final"] == "0.200 → 0.550"
-    assert table.loc[METHOD_NAMES["ppo"], "gold gain"] == pytest.approx(0.35)
-    for column in ("final KL", "train CPU s", "samples/s", "gold gain per CPU-s", "peak MB"):
+    # means with their spread (std over the seeds), as the report gives them
+    assert table.loc[METHOD_NAMES["ppo"], "gold gain ± std"] == "+0.350 ± 0.020"
+    assert table.loc[METHOD_NAMES["ppo"], "final KL ± std"] == "3.00 ± 0.50"
+    for column in ("proxy gain", "train CPU s", "samples/s", "gold gain per CPU-s", "peak MB"):
         assert column in table.columns
+
+
+def test_methods_table_needs_the_seeds_and_their_spread():
+    single_run = method("ppo", 0.55, 0.003)
+    del single_run["gold_gain_std"]
+    with pytest.raises(ValueError, match=r"methods\[0\] lacks \['gold_gain_std'\]"):
+        perf.methods_table(methods_report(single_run))
+
+
+def test_seed_counts():
+    assert perf.seed_counts(methods_report()) == "3"
+    mixed = methods_report(method("ppo", 0.55, 0.003, seeds=(0, 1)), method("grpo", 0.5, 0.001))
+    assert perf.seed_counts(mixed) == "2 to 3"
 
 
 def test_targets_table_lists_every_target(tmp_path):
@@ -451,7 +468,8 @@ def test_execution_figure_switches_between_time_and_memory():
 
 
 def test_gold_vs_kl_figure_reads_the_benchmark_methods():
-    from rlhf_lib.beyond_ppo import METHOD_NAMES, gold_vs_kl_figure
+    from rlhf_lib.beyond_ppo import METHOD_NAMES
+    from rlhf_lib.dashboard import gold_vs_kl_figure
 
     fig = gold_vs_kl_figure(methods_report()["methods"])
     assert [t.name for t in fig.data] == [METHOD_NAMES[m] for m in ("ppo", "grpo", "rloo", "dpo")]

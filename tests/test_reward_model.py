@@ -9,11 +9,11 @@ import torch
 from rlhf_lib.base_model import BaseModelConfig, make_model
 from rlhf_lib.reviews import generate_reviews, train_tokenizer
 from rlhf_lib.reward import bradley_terry_loss
+from rlhf_lib.reward_figures import calibration_figure
 from rlhf_lib.reward_model import (
     PreferenceDataError,
     RewardModelConfig,
     accuracy_history,
-    calibration_figure,
     calibration_table,
     check_preference_inputs,
     make_trainer,
