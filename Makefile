@@ -17,7 +17,7 @@ export RLHF_BOOK_BUILD := 1
 # Trained stages live beside the build, so a clean clone builds everything from scratch.
 export RLHF_BOOK_CACHE ?= $(CURDIR)/_build/stage-cache
 
-.PHONY: book test setup lint unit book-strict browser reader twins benchmark benchmark-rl clean clean-cache
+.PHONY: book test setup lint unit book-strict browser reader twins pdf benchmark benchmark-rl clean clean-cache
 
 setup: $(STAMP)
 
@@ -55,7 +55,7 @@ book-strict: setup
 
 # Opens every built page in headless Chromium (Debian's chromium package).
 browser: setup
-	$(BIN)/python -m pytest -q -m browser tests/test_browser.py
+	$(BIN)/python -m pytest -q -m browser tests/test_browser.py tests/test_pdf.py
 
 # Runs the book where readers run it, after the build (it reuses the build's stage cache): twins in
 # a clean venv with Colab's oldest plotly and ipywidgets, widgets driven through a live kernel, and
@@ -65,6 +65,16 @@ reader: setup
 
 twins: setup
 	$(BIN)/python tools/twins.py
+
+# The whole book as one PDF, for reading offline and printing: prints every page of the website
+# that `make book` built (nothing is executed or rebuilt) with headless Chromium, as `make browser`
+# does. Writes _build/pdf/rlhf-book.pdf and copies it to _build/html/_static/, where the
+# introduction links to it. `python tools/pdf.py --solutions` also prints the exercise solutions.
+pdf: setup
+	@test -f _build/html/index.html || { \
+		echo "No built website in _build/html: run \`make book\` first (make pdf prints it)."; \
+		exit 1; }
+	$(BIN)/python tools/pdf.py
 
 # Time and memory of every page from an empty cache; then, from the last `make book` (its site
 # and its stage cache), the weight of every page and the heaviest page's memory in JupyterLab.
@@ -77,7 +87,7 @@ benchmark-rl: setup
 	$(BIN)/python benchmarks/rl_vs_trl.py
 
 clean:
-	rm -rf _build/html _build/jupyter_execute _build/.doctrees _build/screenshots
+	rm -rf _build/html _build/jupyter_execute _build/.doctrees _build/screenshots _build/pdf
 
 clean-cache:
 	rm -rf $(RLHF_BOOK_CACHE)

@@ -42,6 +42,8 @@ def degeneracy_reasons(text: str) -> list[str]:
     The checks are deliberately simple and readable; each one closes a shortcut a policy
     optimising raw VADER would otherwise find (chapter 5 shows it trying).
     """
+    if not isinstance(text, str):
+        raise TypeError(f"degeneracy_reasons takes one text (a string), got {type(text).__name__}.")
     reasons = []
     words = re.findall(r"[a-z']+", text.lower())
     if len(words) < MIN_WORDS:
@@ -68,9 +70,8 @@ def gold_score(texts: list[str]) -> list[float]:
     A proper review scores its VADER compound value in [-1, 1]; a degenerate one scores
     :data:`DEGENERATE_SCORE` (-2), so it is never preferred over a proper review.
     """
-    if isinstance(texts, str):
-        raise TypeError("gold_score takes a list of texts; wrap a single text as [text].")
-    raw = vader_compound(list(texts))
+    texts = checks.require_texts(texts, "gold_score")  # once: a generator is read only once
+    raw = vader_compound(texts)
     return [DEGENERATE_SCORE if is_degenerate(t) else s for t, s in zip(texts, raw, strict=True)]
 
 
@@ -125,6 +126,8 @@ class AnnotatorPoolConfig:
 def make_annotators(config: AnnotatorPoolConfig | None = None) -> list[Annotator]:
     """The annotators described by ``config`` (named ``annotator_0``, ``annotator_1``, ...)."""
     config = config or AnnotatorPoolConfig()
+    checks.argument("make_annotators", "config", config, checks.instance_of,
+                    cls=AnnotatorPoolConfig)  # fmt: skip
     if not config.temperatures:
         raise ValueError("An annotator pool needs at least one temperature.")
     return [Annotator(f"annotator_{i}", t) for i, t in enumerate(config.temperatures)]
@@ -135,19 +138,45 @@ def annotate(gold_a, gold_b, annotators: list[Annotator], rng: np.random.Generat
 
     Returns arrays ``annotator`` (index into ``annotators``), ``prefers_first`` (the sampled
     choice) and ``p_first`` (that annotator's probability of preferring the first text).
+    ``rng`` is a ``numpy.random.Generator`` or an int seed.
     """
-    gold_a, gold_b = np.asarray(gold_a, dtype=float), np.asarray(gold_b, dtype=float)
-    if gold_a.shape != gold_b.shape:
-        raise ValueError(f"gold_a and gold_b differ in shape: {gold_a.shape} vs {gold_b.shape}.")
+    gold_a, gold_b = _gold_pair(gold_a, gold_b, "annotate", allow_empty=True)
+    _check_pool(annotators, "annotate")
+    if checks.is_int(rng):
+        rng = np.random.default_rng(rng)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"annotate: rng must be a numpy.random.Generator or an int seed, got {rng!r}: pass "
+            "np.random.default_rng(seed), so the labels are the same on every run."
+        )
     who = rng.integers(len(annotators), size=gold_a.shape)
     temps = np.array([a.temperature for a in annotators])[who]
     p = sigmoid((gold_a - gold_b) / temps)
     return {"annotator": who, "prefers_first": rng.random(p.shape) < p, "p_first": p}
 
 
+def _gold_pair(gold_a, gold_b, where: str, allow_empty=False) -> tuple[np.ndarray, np.ndarray]:
+    """Two arrays of finite gold scores of one shape (one pair at least unless ``allow_empty``):
+    a NaN would make every comparison False (the second text always preferred), and no pairs a
+    mean of nothing."""
+    gold_a = checks.finite_numbers(gold_a, f"{where}: gold_a")
+    gold_b = checks.finite_numbers(gold_b, f"{where}: gold_b")
+    if gold_a.shape != gold_b.shape:
+        raise ValueError(f"gold_a and gold_b differ in shape: {gold_a.shape} vs {gold_b.shape}.")
+    if gold_a.size == 0 and not allow_empty:
+        raise ValueError(f"{where} needs at least one pair of gold scores; got none.")
+    return gold_a, gold_b
+
+
+def _check_pool(annotators, where: str) -> None:
+    if not annotators:
+        raise ValueError(f"{where} needs at least one annotator: pass make_annotators().")
+
+
 def expected_agreement(gold_a, gold_b, first: Annotator, second: Annotator) -> float:
     """The probability that two annotators make the same choice, averaged over the pairs:
     ``mean(p₁p₂ + (1 - p₁)(1 - p₂))`` (their noise is independent)."""
+    gold_a, gold_b = _gold_pair(gold_a, gold_b, "expected_agreement")
     p1 = first.p_prefers_first(gold_a, gold_b)
     p2 = second.p_prefers_first(gold_a, gold_b)
     return float(np.mean(p1 * p2 + (1 - p1) * (1 - p2)))
@@ -155,6 +184,7 @@ def expected_agreement(gold_a, gold_b, first: Annotator, second: Annotator) -> f
 
 def measured_agreement(gold_a, gold_b, first: Annotator, second: Annotator, seed: int = 0):
     """Let both annotators label every pair; return ``(agreement rate, its standard error)``."""
+    gold_a, gold_b = _gold_pair(gold_a, gold_b, "measured_agreement")
     rng = np.random.default_rng(seed)
     a = first.label(gold_a, gold_b, rng)
     b = second.label(gold_a, gold_b, rng)
@@ -182,6 +212,8 @@ def noise_ceiling(gold_a, gold_b, annotators: list[Annotator]) -> float:
     ``max(p, 1 - p)`` where ``p = sigmoid(|Δgold| / T_k)``; the pool picks k uniformly. No reward
     model can beat this in expectation, because the labels carry no information beyond gold.
     """
-    diff = np.abs(np.asarray(gold_a, dtype=float) - np.asarray(gold_b, dtype=float))
+    gold_a, gold_b = _gold_pair(gold_a, gold_b, "noise_ceiling")
+    _check_pool(annotators, "noise_ceiling")
+    diff = np.abs(gold_a - gold_b)
     per_annotator = [np.mean(sigmoid(diff / a.temperature)) for a in annotators]
     return float(np.mean(per_annotator))

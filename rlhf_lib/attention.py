@@ -22,6 +22,8 @@ import math
 import torch
 import torch.nn as nn
 
+from rlhf_lib import checks
+
 
 def _check_qkv(q, k, v) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -157,7 +159,7 @@ def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tenso
     Introduced in Chapter 1 (the decoder's masked self-attention); reused by every causal language
     model in Chapter 2.
     """
-    if not isinstance(T, int) or T < 1:
+    if not checks.is_int(T) or T < 1:
         raise ValueError(f"T must be a positive int (the sequence length), got {T!r}.")
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
@@ -170,8 +172,12 @@ def padding_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     so the result can be passed as the ``mask`` of :func:`scaled_dot_product_attention` for
     ``[B, Tq, Tk]`` scores, or combined with :func:`causal_mask` with ``&``.
     """
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"tokens must be a torch.Tensor [B, T], got {type(tokens).__name__}.")
     if tokens.dim() != 2:
         raise ValueError(f"tokens must have shape [B, T], got {tuple(tokens.shape)}.")
+    if not checks.is_int(pad_id):
+        raise TypeError(f"pad_id must be the int id of the padding token, got {pad_id!r}.")
     return (tokens != pad_id)[:, None, :]
 
 
@@ -183,9 +189,9 @@ def sinusoidal_positional_encoding(max_len: int, d_model: int) -> torch.Tensor:
     Each pair of dimensions is a clock turning at its own speed, from one turn every 2π
     positions (i = 0) to one every 2π·10000 positions.
     """
-    if not isinstance(max_len, int) or max_len < 1:
+    if not checks.is_int(max_len) or max_len < 1:
         raise ValueError(f"max_len must be a positive int, got {max_len!r}.")
-    if not isinstance(d_model, int) or d_model < 2 or d_model % 2:
+    if not checks.is_int(d_model) or d_model < 2 or d_model % 2:
         raise ValueError(f"d_model must be an even int >= 2 (sin/cos pairs), got {d_model!r}.")
     position = torch.arange(max_len, dtype=torch.float32)[:, None]  # [max_len, 1]
     two_i = torch.arange(0, d_model, 2, dtype=torch.float32)  # [d_model/2]
@@ -214,8 +220,11 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
         for name, value in (("d_model", d_model), ("n_heads", n_heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not checks.is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        # nn.Dropout accepts NaN, and `nan > 0` is False: training would run without dropout
+        checks.argument("MultiHeadAttention", "dropout", dropout, checks.numbers, low=0, high=1,
+                        high_open=True)  # fmt: skip
         if d_model % n_heads:
             raise ValueError(
                 f"d_model ({d_model}) must be divisible by n_heads ({n_heads}): each head gets "
@@ -242,17 +251,34 @@ class MultiHeadAttention(nn.Module):
         *,
         key_padding_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if x_q.dim() != 3 or x_q.shape[-1] != self.d_model:
-            raise ValueError(
-                f"expected input of shape [B, T, d_model={self.d_model}], got {tuple(x_q.shape)}."
-            )
         x_kv = x_q if x_kv is None else x_kv
+        for name, x in (("x_q", x_q), ("x_kv", x_kv)):
+            if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise ValueError(
+                    f"{name} must have shape [B, T, d_model={self.d_model}], got {shape}."
+                )
+            if x.dtype != self.w_q.weight.dtype and not torch.is_autocast_enabled(x.device.type):
+                raise TypeError(
+                    f"{name} is {x.dtype} but the module's weights are {self.w_q.weight.dtype}: "
+                    f"pass {name}.to({self.w_q.weight.dtype}) or convert the module with .to()."
+                )
+        if x_kv.shape[0] != x_q.shape[0]:
+            raise ValueError(
+                f"x_q and x_kv must hold the same batch (the queries of example b attend to the "
+                f"keys of example b), got {tuple(x_q.shape)} and {tuple(x_kv.shape)}."
+            )
         B, Tq, _ = x_q.shape
         q = self._split_heads(self.w_q(x_q))  # (B, h, Tq, d_k)
         k = self._split_heads(self.w_k(x_kv))  # (B, h, Tk, d_k)
         v = self._split_heads(self.w_v(x_kv))  # (B, h, Tk, d_k)
-        if mask is not None and mask.dim() >= 3:
+        if isinstance(mask, torch.Tensor) and mask.dim() == 3:
             mask = mask.unsqueeze(-3)  # (B, 1, Tq or 1, Tk): the same mask for every head
+        elif isinstance(mask, torch.Tensor) and mask.dim() > 4:
+            raise ValueError(
+                f"mask must be [Tq, Tk], [B, Tq, Tk] or, with a head axis, [B, 1 or h, Tq, Tk]; "
+                f"got {tuple(mask.shape)}."
+            )
         out, weights = scaled_dot_product_attention(q, k, v, mask,
                                                     key_padding_mask=key_padding_mask)  # fmt: skip
         if self.dropout.p > 0 and self.training:
@@ -273,14 +299,24 @@ class MultiHeadAttention(nn.Module):
                 f"shape mismatch: torch module has d_model={mha.embed_dim}, "
                 f"heads={mha.num_heads}; this one d_model={self.d_model}, heads={self.n_heads}."
             )
-        for layer, w, b in zip(
-            (self.w_q, self.w_k, self.w_v),
-            mha.in_proj_weight.chunk(3),
-            mha.in_proj_bias.chunk(3),
-            strict=True,
-        ):
+        if mha.in_proj_weight is None:
+            raise ValueError(
+                "the torch module projects keys and values from other widths (kdim/vdim): only "
+                "nn.MultiheadAttention with one in_proj_weight can be copied."
+            )
+        theirs, ours = mha.in_proj_bias is not None, self.w_q.bias is not None
+        if theirs != ours:
+            raise ValueError(
+                f"the torch module has bias={theirs} and this one bias={ours}: build this one "
+                f"with MultiHeadAttention(d_model, n_heads, bias={theirs})."
+            )
+        biases = mha.in_proj_bias.chunk(3) if theirs else (None,) * 3
+        for layer, w, b in zip((self.w_q, self.w_k, self.w_v), mha.in_proj_weight.chunk(3),
+                               biases, strict=True):  # fmt: skip
             layer.weight.copy_(w)
-            layer.bias.copy_(b)
+            if b is not None:
+                layer.bias.copy_(b)
         self.w_o.weight.copy_(mha.out_proj.weight)
-        self.w_o.bias.copy_(mha.out_proj.bias)
+        if theirs:
+            self.w_o.bias.copy_(mha.out_proj.bias)
         return self

@@ -129,7 +129,12 @@ def _groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
             f"group_size must be an int >= 2, got {group_size!r}: rewards come in whole groups of "
             "completions of one prompt, and each one's baseline is the rest of its group."
         )
-    if rewards.ndim != 1 or rewards.numel() % group_size:
+    if rewards.ndim != 1:
+        raise ValueError(
+            f"rewards must be a flat tensor [n_prompts * group_size], completions of one prompt "
+            f"next to each other; got shape {tuple(rewards.shape)}. Flatten it: rewards.view(-1)."
+        )
+    if rewards.numel() % group_size:
         raise ValueError(
             f"rewards must be a flat tensor of whole groups of group_size={group_size} "
             f"completions (completions of one prompt next to each other); got shape "
@@ -142,6 +147,8 @@ def grpo_advantages(rewards, group_size: int, eps: float = 1e-4) -> torch.Tensor
     """GRPO (Shao et al., 2024): each completion's reward minus its group's mean, divided by the
     group's standard deviation. No value model: the group is the baseline."""
     groups = _groups(rewards, group_size)
+    # eps > 0 keeps a group of equal rewards at advantage 0 (not 0/0) and the sign right
+    checks.argument("grpo_advantages", "eps", eps)
     return ((groups - groups.mean(1, keepdim=True)) / (groups.std(1, keepdim=True) + eps)).view(-1)
 
 
@@ -159,6 +166,12 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     """DPO (Rafailov et al., 2023): ``-log σ(β[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) −
     log π_ref(y_l))])``, averaged over pairs. The arguments are summed log-probabilities of each
     completion given its prompt; ``β · log π/π_ref`` plays the part of the reward."""
+    # one value per pair in each: a [B, 1] next to a [B] would broadcast to a [B, B] loss
+    checks.same_shape("dpo_loss", policy_chosen_logps=policy_chosen_logps,
+                      policy_rejected_logps=policy_rejected_logps,
+                      ref_chosen_logps=ref_chosen_logps,
+                      ref_rejected_logps=ref_rejected_logps)  # fmt: skip
+    checks.argument("dpo_loss", "beta", beta)  # β <= 0 would prefer the rejected completions
     chosen = policy_chosen_logps - ref_chosen_logps
     rejected = policy_rejected_logps - ref_rejected_logps
     return -F.logsigmoid(beta * (chosen - rejected)).mean()
@@ -190,8 +203,10 @@ def evaluate_policy(policy, reference, tokenizer, prompts, reward_model, rm_toke
     π_ref(y_t)``, but never negative and much less noisy (the sum over the vocabulary replaces
     the one sampled token).
     """
-    prompts = checks.require_texts(prompts, "evaluate_policy", "prompts")
+    prompts = checks.require_texts(prompts, "evaluate_policy", "prompts", allow_empty=False)
     checks.require_pad_token(tokenizer, "evaluate_policy")
+    checks.argument("evaluate_policy", "max_new_tokens", max_new_tokens, checks.ints)
+    checks.check_fits_context(policy, tokenizer, prompts, max_new_tokens, "evaluate_policy")
     was_training = policy.training
     policy.eval()
     torch.manual_seed(seed)
@@ -231,6 +246,9 @@ class Checkpoints:
         self.config, self.reference, self.tokenizer = config, reference, tokenizer
         self.reward_model, self.rm_tokenizer = load_reward_model(config.reward_model)
         self.prompts = evaluation_prompts(config.n_eval_prompts)
+        # before training: a context overflow would otherwise end a long run at its first checkpoint
+        checks.check_fits_context(reference, tokenizer, self.prompts, config.eval_max_new_tokens,
+                                  "MethodRunConfig.eval_max_new_tokens")  # fmt: skip
         self.samples_per_step = samples_per_step
         n = config.n_checkpoints
         self.steps = sorted({round(total_steps * (i + 1) / n) for i in range(n)})

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import dataclasses
 import fnmatch
 import functools
@@ -35,6 +36,7 @@ import os
 import re
 import shlex
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -184,6 +186,7 @@ def _plain_config(config) -> dict:
         raise TypeError(
             f"A stage config must be a dict or a dataclass instance, got {type(config).__name__}."
         )
+    _check_string_keys(config, "config")
     try:
         json.dumps(config, sort_keys=True)
     except TypeError as err:
@@ -192,6 +195,22 @@ def _plain_config(config) -> dict:
             "Convert paths with str() and tensors with .tolist() before caching."
         ) from None
     return config
+
+
+def _check_string_keys(value, where: str) -> None:
+    """JSON writes the key 1 as "1": ``{1: ...}`` and ``{"1": ...}`` would name one stage."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"A stage config's dict keys must be strings, got {key!r} in {where}: JSON "
+                    "writes every key as a string, so {1: ...} and {'1': ...} would share a "
+                    "stage. Use str keys."
+                )
+            _check_string_keys(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_string_keys(item, f"{where}[{i}]")
 
 
 def stage_key(name: str, config, module: str | None = None) -> str:
@@ -205,6 +224,8 @@ def stage_key(name: str, config, module: str | None = None) -> str:
 
 def stage_path(name: str, config, module: str | None = None) -> Path:
     """Where the stage ``name`` with ``config`` lives (finished or not)."""
+    if not isinstance(name, str):
+        raise TypeError(f"A stage name must be a string, got {type(name).__name__} {name!r}.")
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"A stage name must be letters, digits or '_' (no '-'); got {name!r}.")
     return cache_root() / f"{name}-{stage_key(name, config, module)}"
@@ -388,6 +409,35 @@ def _set_aside(final: Path, problem: str) -> None:
     _remove(aside)
 
 
+# The stages this process is building, by (folder, thread): a build that asks for its own stage.
+_BUILDING: set[tuple[Path, int]] = set()
+
+
+def _check_built(folder: Path, name: str) -> None:
+    """What a build left is a stage: its folder, real files, and no manifest of its own."""
+    if not folder.is_dir():
+        raise RuntimeError(
+            f"The build of stage {name!r} removed or replaced its folder {folder}: it must write "
+            "its files into the (empty) folder it is given."
+        )
+    if (folder / MANIFEST).exists():
+        raise ValueError(
+            f"The build of stage {name!r} wrote a file named {MANIFEST} at the top of its folder; "
+            "that name is reserved for the cache's manifest. Give it another name, e.g. "
+            "metadata.json."
+        )
+    for parent, folders, files in os.walk(folder):  # a linked folder is listed, not entered
+        for entry in (*folders, *files):
+            path = Path(parent, entry)
+            if path.is_symlink():
+                raise ValueError(
+                    f"The build of stage {name!r} made a symbolic link "
+                    f"{path.relative_to(folder).as_posix()}: a stage must hold its own files (a "
+                    "link can dangle once the folder is renamed, and what it points to is never "
+                    "checked). Copy the file or folder instead (shutil.copy, shutil.copytree)."
+                )
+
+
 def cached_stage(name: str, config, build: Callable[[Path], None], *, verbose: bool = True) -> Path:
     """Return the folder of a finished stage, building it first if needed.
 
@@ -397,8 +447,16 @@ def cached_stage(name: str, config, build: Callable[[Path], None], *, verbose: b
     damaged one is rebuilt, saying why. If the cache cannot be written, a damaged stage raises
     :class:`StageDamagedError` instead. While one process builds a stage, others that ask for it
     wait and then reuse it. ``verbose=False`` silences the one-line reports.
+
+    The build must leave real files in its folder (no symbolic links: they can dangle after the
+    rename, and what they point to is not checked) and no file named ``stage.json`` at the top,
+    the manifest's name.
     """
+    if not callable(build):
+        raise TypeError(f"build must be a function build(folder), got {type(build).__name__}.")
     module = getattr(build, "__module__", None)
+    # a copy: a build that changes its config must not change the manifest, or the next key
+    config = copy.deepcopy(_plain_config(config))
     final = stage_path(name, config, module)
     problem = stage_problem(final)
     if problem is None:
@@ -414,6 +472,12 @@ def cached_stage(name: str, config, build: Callable[[Path], None], *, verbose: b
         what = f"is damaged ({problem}) and cannot be rebuilt here: {root} is read-only"
         raise _damaged(final, what, read_only_root=root) from err
 
+    building = (final, threading.get_ident())
+    if building in _BUILDING:
+        raise RuntimeError(
+            f"The build of stage {name!r} asked for the same stage ({final.name}) while building "
+            "it: a build function must not call its own stage, or it would never finish."
+        )
     with _build_lock(final, verbose):
         _remove_dead_scratch(root)
         problem = stage_problem(final)  # again: another process may have built it while we waited
@@ -429,11 +493,13 @@ def cached_stage(name: str, config, build: Callable[[Path], None], *, verbose: b
         tmp = root / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         started = time.perf_counter()
+        _BUILDING.add(building)
         try:
             build(tmp)
+            _check_built(tmp, name)
             manifest = {
                 "stage": name,
-                "config": _plain_config(config),
+                "config": config,
                 "library_fingerprint": library_fingerprint(module),
                 "build_seconds": round(time.perf_counter() - started, 2),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -448,6 +514,8 @@ def cached_stage(name: str, config, build: Callable[[Path], None], *, verbose: b
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            _BUILDING.discard(building)
     if verbose:
         print(f"[cache] built stage {final.name} in {time.perf_counter() - started:.1f} s")
     return final
@@ -483,19 +551,24 @@ def loading_stage(path: Path) -> Iterator[Path]:
     clear it (chained ``from`` the original error). If they do match, a reading error (``OSError``,
     ``ValueError``, ``SafetensorError``, ...) still does: the files may come from another version of
     a library, and rebuilding fixes that. Other errors (a bug in the loading code, a missing
-    package) and ``KeyboardInterrupt`` pass through unchanged.
+    package, a file the stage never had) and ``KeyboardInterrupt`` pass through unchanged, and so
+    does any error for a folder that is not a stage of the cache (the reader's own data).
     """
     path = Path(path)
     try:
         yield path
     except Exception as err:
         folder = _stage_folder(path)
+        if not _STAGE_FOLDER.fullmatch(folder.name) or folder.parent.resolve() != cache_root():
+            raise  # not a stage: never call the reader's own folder damaged, nor advise deleting it
         problem = stage_problem(folder)
         failure = f"{type(err).__name__}: {err}"
         if problem is not None:
             what = f"is damaged ({problem}), so loading it failed ({failure})"
             raise _damaged(folder, what) from err
         if not (isinstance(err, _LOAD_ERRORS) or type(err).__name__ == "SafetensorError"):
+            raise
+        if isinstance(err, FileNotFoundError):  # every file the stage listed is there: a typo
             raise
         what = (
             f"cannot be loaded ({failure}), although its files are as they were built: they may "
@@ -532,20 +605,27 @@ def list_stages(*, include_damaged: bool = False) -> list[dict]:
 def clear_cache(name: str | None = None) -> int:
     """Delete every stage (or every stage called ``name``) and the leftovers of builds that died.
 
-    Returns how many folders were deleted. The temporary folder of a build still running is
-    kept, and so are the empty ``.lock`` files: deleting one that a process waits on would let a
-    second builder in.
+    Returns how many folders were deleted. Only folders named like a stage (``<stage>-<16 hex
+    digits>``) are: anything else in the root stays, and a stage that is a symbolic link is
+    unlinked, never followed. The temporary folder of a build still running is kept, and so are
+    the empty ``.lock`` files: deleting one that a process waits on would let a second builder in.
     """
     root = cache_root()
     if not root.is_dir():
         return 0
     removed = _remove_dead_scratch(root, name)
     for path in root.iterdir():
-        if path.name.startswith(".") or not path.is_dir():
+        if not _STAGE_FOLDER.fullmatch(path.name):
+            continue  # lock files, scratch folders of builds, and whatever else is not a stage
+        if name is not None and path.name.split("-", 1)[0] != name:
             continue
-        if name is None or path.name.split("-", 1)[0] == name:
+        if path.is_symlink():
+            path.unlink()  # a stage moved elsewhere and linked back: its target is not ours
+        elif path.is_dir():
             shutil.rmtree(path)
-            removed += 1
+        else:
+            continue
+        removed += 1
     return removed
 
 

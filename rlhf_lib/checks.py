@@ -78,6 +78,9 @@ def number_list(config, name: str, *, length: int | None = None, low: float | No
                 high_open: bool = False) -> None:  # fmt: skip
     """The field is a non-empty list of finite numbers within the bounds (``length`` of them)."""
     values = getattr(config, name)
+    if hasattr(values, "tolist") and getattr(values, "ndim", None) == 1:  # a NumPy array
+        values = values.tolist()  # a config is hashed as JSON: keep plain numbers
+        setattr(config, name, values)
     ok = isinstance(values, (list, tuple)) and len(values) > 0
     ok = ok and (length is None or len(values) == length)
     if not ok or not all(_within(v, low, high, low_open, high_open) for v in values):
@@ -86,6 +89,15 @@ def number_list(config, name: str, *, length: int | None = None, low: float | No
             f"{_field(config, name)} must be {count} finite numbers"
             f"{_bounds(low, high, low_open, high_open)}, got {values!r}."
         )
+
+
+def bools(config, *names: str) -> None:
+    """Each field is True or False: a string such as ``"False"`` from a YAML file or a command
+    line is truthy, so it would silently switch the option on."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{_field(config, name)} must be True or False, got {value!r}.")
 
 
 def positive(config, *names: str, optional: bool = False) -> None:
@@ -102,6 +114,12 @@ def arguments(function: str, **values):
     """A function's keyword arguments as an object the checks above accept; errors then name
     them ``function.argument``."""
     return type(function, (), values)()
+
+
+def argument(function: str, name: str, value, check=None, **options) -> None:
+    """One argument checked like a config field: ``check`` is one of the checks above (``ints``,
+    ``positive`` by default, ``numbers``, ...) and its error names it ``function.name``."""
+    (check or positive)(arguments(function, **{name: value}), name, **options)
 
 
 def one_of(config, name: str, choices) -> None:
@@ -153,8 +171,8 @@ def check_tokenizer_matches(model, tokenizer) -> None:
     Compares the sizes and the special token ids and, when the model records one (every model
     the library builds does), the hash of the vocabulary itself.
     """
-    vocab = model.config.vocab_size
-    if len(tokenizer) > vocab:
+    vocab = getattr(model.config, "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
         raise ValueError(
             f"The tokenizer has {len(tokenizer)} tokens but the model's embedding has {vocab} "
             "rows: they do not belong together. Load both from one folder (e.g. "
@@ -187,11 +205,20 @@ def require_pad_token(tokenizer, where: str) -> None:
         )
 
 
-def require_texts(texts, where: str, what: str = "texts") -> list[str]:
-    """``texts`` as a list of strings; a bare string (which would be split into characters) or
-    a non-string entry is a TypeError that names the position."""
+def require_texts(texts, where: str, what: str = "texts", *, allow_empty: bool = True) -> list[str]:
+    """``texts`` as a list of strings; a bare string (which would be split into characters), a
+    set (whose order changes from one process to the next, so a seed would not fix a run), a
+    non-string entry or, unless ``allow_empty``, no text at all is an error that says so."""
     if isinstance(texts, str):
         raise TypeError(f"{where} takes a list of {what}; wrap a single one as [text].")
+    if isinstance(texts, (set, frozenset)):
+        raise TypeError(
+            f"{where} takes a list of {what}, got a {type(texts).__name__}: a set's order changes "
+            f"from one Python process to the next, so the same seed would give another run. Pass "
+            f"sorted({what}) or a list."
+        )
+    if not hasattr(texts, "__iter__"):
+        raise TypeError(f"{where} takes a list of {what}, got {type(texts).__name__}.")
     texts = list(texts)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
@@ -199,7 +226,73 @@ def require_texts(texts, where: str, what: str = "texts") -> list[str]:
                 f"{where}: {what}[{i}] is {type(text).__name__} ({text!r}), not a string; "
                 f"every entry of {what} must be text."
             )
+    if not texts and not allow_empty:
+        raise ValueError(f"{where} got an empty list of {what}; pass at least one.")
     return texts
+
+
+def same_length(where: str, **sequences) -> None:
+    """The sequences have one entry per item: equal lengths (zip would drop the extra ones)."""
+    lengths = {name: len(values) for name, values in sequences.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{where}: {', '.join(lengths)} must have the same length, got {lengths}.")
+
+
+def finite_numbers(values, name: str):
+    """``values`` as a float numpy array, refusing anything that is not a finite number (a NaN
+    compares False with everything, so it would be counted on one side of every comparison)."""
+    import numpy as np
+
+    try:
+        array = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be numbers, got {values!r:.80}.") from None
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        raise ValueError(
+            f"{name} holds {array.flat[bad[0]]} at index {bad[0]} ({bad.size} non-finite values); "
+            "every value must be a finite number."
+        )
+    return array
+
+
+def same_shape(where: str, **tensors) -> None:
+    """The tensors share one shape (``None`` entries are skipped). Broadcasting would otherwise
+    turn a ``[B]`` tensor next to a ``[B, B]`` one into a silently wrong ``[B, B]`` result."""
+    import torch
+
+    for name, t in tensors.items():
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}.")
+    shapes = {name: tuple(t.shape) for name, t in tensors.items() if t is not None}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"{where}: these tensors must have the same shape, got {shapes}.")
+
+
+def context_length(model) -> int | None:
+    """The number of positions ``model`` can read (``None`` if its config does not say)."""
+    config = getattr(model, "config", None)
+    for name in ("n_positions", "max_position_embeddings", "block_size"):
+        if config is not None and getattr(config, name, None):
+            return getattr(config, name)
+    return None
+
+
+def check_fits_context(model, tokenizer, prompts: list[str], max_new_tokens: int, where: str):
+    """The longest prompt plus ``max_new_tokens`` fits the model's context (a longer sequence
+    fails as an ``IndexError`` in the position embedding, after minutes of work)."""
+    limit = context_length(model)
+    if limit is None or not prompts:
+        return
+    longest = max(len(ids) for ids in tokenizer(list(prompts))["input_ids"])
+    if longest + max_new_tokens > limit:
+        room = f"lower max_new_tokens (to at most {limit - longest})"
+        if longest >= limit:
+            room = "the longest prompt alone fills the context"
+        raise ValueError(
+            f"{where}: the longest prompt ({longest} tokens) plus max_new_tokens={max_new_tokens} "
+            f"exceeds the policy's context of {limit} positions: shorten the prompts or {room}."
+        )
 
 
 def check_token_ids(ids, vocab_size: int, name: str = "input_ids", dims: int | None = None):

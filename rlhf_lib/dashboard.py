@@ -9,7 +9,12 @@ picker and smoothing.
 
 from __future__ import annotations
 
+from numbers import Real
+
 import plotly.graph_objects as go
+
+from rlhf_lib import checks
+from rlhf_lib.notebook import OKABE_ITO
 
 # metric name -> label on the dashboard, in the order of its buttons
 DASHBOARD_METRICS = {
@@ -23,26 +28,100 @@ DASHBOARD_METRICS = {
     "loss/value_avg": "Value loss",
 }
 KL_BAND = (0.0, 10.0)  # TRL's rule of thumb for the summed per-response KL (the report's band)
-RUN_COLOURS = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#9D755D")
+# Okabe–Ito, for colour-blind readers (was Tableau 10, whose 3rd and 4th runs were green and red).
+RUN_COLOURS = OKABE_ITO[:7]
+# The band's tint: one hue, paired with no red, under lines of any run colour.
+KL_BAND_COLOUR = "#009E73"  # Okabe–Ito bluish green
 
 
 def smooth(values: list[float], weight: float) -> list[float]:
-    """Exponential moving average, as TensorBoard's smoothing slider (weight in [0, 1))."""
-    if not 0 <= weight < 1:
-        raise ValueError(f"smoothing weight must lie in [0, 1), got {weight}")
+    """Exponential moving average, as TensorBoard's smoothing slider (weight in [0, 1)).
+
+    A NaN or infinite value stays where it is (a gap in the line) and, as in TensorBoard, does
+    not enter the average: otherwise one bad step would turn every later point into NaN.
+    """
+    if not checks.is_finite_number(weight) or not 0 <= weight < 1:
+        raise ValueError(f"smoothing weight must lie in [0, 1), got {weight!r}")
     smoothed, last = [], None
-    for value in values:
+    for index, value in enumerate(values):
+        if not isinstance(value, Real) or isinstance(value, bool):
+            raise TypeError(
+                f"smooth: values[{index}] is {type(value).__name__} ({value!r:.40}), not a "
+                "number; a step that did not log a metric should leave it out, not store it."
+            )
+        if not checks.is_finite_number(value):
+            smoothed.append(value)
+            continue
         last = value if last is None else weight * last + (1 - weight) * value
         smoothed.append(last)
     return smoothed
 
 
-def _check_runs(runs: dict[str, list[dict]]) -> None:
+def _check_runs(runs: dict[str, list[dict]], where: str, needs: tuple[str, ...] = ()) -> None:
+    """``runs`` is ``{name: history}``: at least one run, each a non-empty list of dicts (one per
+    PPO step, as ``PPOTrainer.history``) holding ``needs`` in every row."""
+    if isinstance(runs, list | tuple):
+        raise TypeError(
+            f"{where} takes a dict {{name: history}} of runs, got a {type(runs).__name__}: for "
+            'one run pass {"my run": trainer.history}.'
+        )
+    if not isinstance(runs, dict):
+        raise TypeError(
+            f"{where} takes a dict {{name: history}} of runs, got {type(runs).__name__}."
+        )
     if not runs:
-        raise ValueError("ppo_dashboard needs at least one run: {name: PPOTrainer.history}")
+        raise ValueError(f"{where} needs at least one run: {{name: PPOTrainer.history}}")
     for name, history in runs.items():
         if not history:
             raise ValueError(f"run {name!r} has an empty history: train it for at least one step")
+        if not isinstance(history, list | tuple):
+            raise TypeError(
+                f"{where}: run {name!r} must be a history (a list of dicts, one per step, as "
+                f"PPOTrainer.history), got {type(history).__name__}."
+            )
+        for index, row in enumerate(history):
+            if not isinstance(row, dict):
+                raise TypeError(
+                    f"{where}: run {name!r} has a {type(row).__name__} at history[{index}], not "
+                    "a dict of metrics (one per step, as PPOTrainer.history holds)."
+                )
+            missing = [key for key in needs if key not in row]
+            if missing:
+                hint = " (pass gold_fn to PPOTrainer)" if "gold/score" in missing else ""
+                raise ValueError(
+                    f"{where}: run {name!r} logged no {missing} at history[{index}]{hint}; every "
+                    f"step must log {list(needs)}."
+                )
+
+
+def _logged(runs: dict[str, list[dict]]) -> set[str]:
+    """Every metric any step of any run logged (one added later, e.g. gold/score, counts)."""
+    return {key for history in runs.values() for row in history for key in row}
+
+
+def _default_metrics(runs: dict[str, list[dict]], where: str) -> list[str]:
+    """The dashboard's metrics that the runs logged, in the order of its buttons."""
+    logged = _logged(runs)
+    metrics = [m for m in DASHBOARD_METRICS if m in logged]
+    if not metrics:
+        raise ValueError(
+            f"{where}: the runs logged none of the dashboard's metrics {list(DASHBOARD_METRICS)}; "
+            f"they logged {sorted(logged)}. Pass metrics=[...] to draw those."
+        )
+    return metrics
+
+
+def _series(name: str, history: list[dict], metric: str) -> tuple[list, list]:
+    """The steps and values of ``metric`` in the rows of one run that logged it (numbers only)."""
+    for index, row in enumerate(history):
+        value = row.get(metric, 0.0)
+        if not isinstance(value, Real) or isinstance(value, bool):
+            raise TypeError(
+                f"run {name!r} logged {metric}={value!r:.40} at history[{index}]: a metric must "
+                "be a number."
+            )
+    rows = [h for h in history if metric in h]
+    return [h.get("step") for h in rows], [h[metric] for h in rows]
 
 
 def ppo_dashboard(
@@ -56,9 +135,11 @@ def ppo_dashboard(
     Buttons switch between ``metrics`` (default: those of :data:`DASHBOARD_METRICS` that the runs
     logged). On the KL view the band 0–10 nats is shaded.
     """
-    _check_runs(runs)
-    logged = set().union(*(history[0].keys() for history in runs.values()))
-    metrics = metrics or [m for m in DASHBOARD_METRICS if m in logged]
+    _check_runs(runs, "ppo_dashboard", needs=("step",))
+    if metrics is not None:
+        metrics = checks.require_texts(metrics, "ppo_dashboard", "metrics")
+    logged = _logged(runs)
+    metrics = metrics or _default_metrics(runs, "ppo_dashboard")
     missing = [m for m in metrics if m not in logged]
     if missing:
         raise ValueError(f"no run logged {missing}; available: {sorted(logged)}")
@@ -66,8 +147,8 @@ def ppo_dashboard(
     fig = go.Figure()
     for m_index, metric in enumerate(metrics):
         for r_index, (name, history) in enumerate(runs.items()):
-            steps = [h["step"] for h in history if metric in h]
-            values = smooth([h[metric] for h in history if metric in h], smoothing)
+            steps, values = _series(name, history, metric)
+            values = smooth(values, smoothing)
             fig.add_trace(
                 go.Scatter(
                     x=steps, y=values, mode="lines", name=name, legendgroup=name,
@@ -81,7 +162,7 @@ def ppo_dashboard(
         if metric != "objective/kl":
             return []
         return [dict(type="rect", xref="paper", x0=0, x1=1, yref="y", y0=KL_BAND[0],
-                     y1=KL_BAND[1], fillcolor="#54A24B", opacity=0.12, line_width=0,
+                     y1=KL_BAND[1], fillcolor=KL_BAND_COLOUR, opacity=0.12, line_width=0,
                      layer="below")]  # fmt: skip
 
     n_runs = len(runs)
@@ -121,10 +202,11 @@ def overoptimisation_figure(runs: dict[str, list[dict]], smoothing: float = 0.7)
     """
     from plotly.subplots import make_subplots
 
-    _check_runs(runs)
+    _check_runs(runs, "overoptimisation_figure",
+                needs=("objective/kl", "objective/scores", "gold/score"))  # fmt: skip
     for name, history in runs.items():
-        if "gold/score" not in history[0]:
-            raise ValueError(f"run {name!r} logged no gold/score: pass gold_fn to PPOTrainer")
+        for key in ("objective/kl", "objective/scores", "gold/score"):
+            _series(name, history, key)  # numbers only
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
         "proxy: reward-model score", "gold: hidden preference score"))  # fmt: skip
     for index, (name, history) in enumerate(runs.items()):
@@ -155,15 +237,52 @@ def overoptimisation_figure(runs: dict[str, list[dict]], smoothing: float = 0.7)
     return fig
 
 
+def overoptimisation_verdict(history: list[dict]) -> str:
+    """What one PPO run's gold score did after its peak, measured against step-to-step noise.
+
+    The gold score of a step is a mean over that rollout's samples, so it jitters. The noise is
+    estimated as the standard deviation of step-to-step changes over the second half of the run,
+    divided by √2 (the change of two independent draws has √2 times their spread). A fall larger
+    than twice that is reported as a fall; a smaller one as within noise.
+    """
+    if not isinstance(history, list | tuple):
+        pick = ": pass runs[name] for the run to judge" if isinstance(history, dict) else ""
+        raise TypeError(
+            "overoptimisation_verdict takes one run's history (a list of steps, as "
+            f"PPOTrainer.history), got a {type(history).__name__}{pick}."
+        )
+    if len(history) < 4:
+        raise ValueError(f"a verdict needs at least 4 logged steps, got {len(history)}")
+    keys = ("gold/score", "objective/scores")
+    _check_runs({"the run": history}, "overoptimisation_verdict", needs=keys)
+    for key in keys:
+        _series("the run", history, key)  # numbers only
+    gold = [float(h["gold/score"]) for h in history]
+    proxy = [float(h["objective/scores"]) for h in history]
+    peak = max(range(len(gold)), key=gold.__getitem__)
+    tail = gold[len(gold) // 2 :]
+    changes = [b - a for a, b in zip(tail, tail[1:], strict=False)]
+    mean = sum(changes) / len(changes)
+    noise = (sum((c - mean) ** 2 for c in changes) / len(changes)) ** 0.5 / 2**0.5
+    fall, rise = gold[peak] - gold[-1], proxy[-1] - proxy[peak]
+    if peak == len(gold) - 1:
+        return f"gold did not fall: it peaked at the last step ({gold[peak]:.2f})"
+    where = f"after its peak of {gold[peak]:.2f} at step {peak + 1} of {len(gold)}"
+    proxy_did = f"the proxy {'rose' if rise >= 0 else 'fell'} {abs(rise):.2f}"
+    if fall > 2 * noise:
+        return f"gold fell {fall:.2f} {where} while {proxy_did}"
+    return (f"gold did not fall beyond step-to-step noise (±{noise:.2f}) {where}: it ended "
+            f"{fall:.2f} lower while {proxy_did}")  # fmt: skip
+
+
 def dashboard_widget(runs: dict[str, list[dict]]):
     """Live version (Binder/Colab): pick a metric and a smoothing weight; redraws the figure."""
     import ipywidgets as widgets
 
     from rlhf_lib.notebook import show_in_output
 
-    _check_runs(runs)
-    logged = set().union(*(history[0].keys() for history in runs.values()))
-    options = [m for m in DASHBOARD_METRICS if m in logged]
+    _check_runs(runs, "dashboard_widget", needs=("step",))
+    options = _default_metrics(runs, "dashboard_widget")
     metric = widgets.Dropdown(options=options, description="metric")
     weight = widgets.FloatSlider(
         0.0, min=0.0, max=0.95, step=0.05, description="smoothing", continuous_update=False
@@ -184,24 +303,45 @@ def gold_vs_kl_figure(runs: list[dict], y: str = "gold"):
 
     ``runs`` are records of :func:`load_method_run` (or the benchmark's ``methods``): each has a
     ``method`` and its ``checkpoints``. Every curve starts at the SFT policy (KL 0); hover shows
-    how many samples the method had used.
+    how many samples the method had used. A record of :func:`rlhf_lib.best_of_n.best_of_n_run`
+    draws as a dotted "best-of-n" curve, one diamond per ``n`` (hover shows ``n``).
     """
+    from rlhf_lib.best_of_n import METHOD as BEST_OF_N
+    from rlhf_lib.best_of_n import NAME as BEST_OF_N_NAME
     from rlhf_lib.beyond_ppo import METHOD_NAMES
 
+    names = {**METHOD_NAMES, BEST_OF_N: BEST_OF_N_NAME}
+
+    if isinstance(runs, dict):
+        raise TypeError(
+            "gold_vs_kl_figure takes a list of run records, got a dict: pass list(runs.values())."
+        )
+    runs = list(runs)  # checked, then drawn: a generator would be used up by the checks
     if not runs:
         raise ValueError("gold_vs_kl_figure needs at least one run record")
     if y not in ("gold", "proxy"):
         raise ValueError(f"y must be 'gold' or 'proxy', got {y!r}")
+    for index, run in enumerate(runs):
+        _check_record(run, index, y, BEST_OF_N)
     fig = go.Figure()
-    for colour, run in zip(RUN_COLOURS, runs, strict=False):
+    for index, run in enumerate(runs):
+        colour = RUN_COLOURS[index % len(RUN_COLOURS)]  # more runs than colours: they repeat
         points = run["checkpoints"]
+        hover = "KL %{x:.2f} nats<br>" + y + " %{y:.3f}<br>"
+        style = {"line": {"color": colour}, "customdata": [p["samples"] for p in points],
+                 "hovertemplate": hover + "%{customdata} samples"}  # fmt: skip
+        if run["method"] == BEST_OF_N:  # no training: a point is one n, sampled at inference
+            style = {"line": {"color": colour, "dash": "dot"}, "marker": {"symbol": "diamond"},
+                     "customdata": [[p["n"], p["samples"]] for p in points],
+                     "hovertemplate": "best of %{customdata[0]}<br>" + hover
+                                      + "%{customdata[1]} samples"}  # fmt: skip
         fig.add_trace(go.Scatter(
             x=[p["kl"] for p in points], y=[p[y] for p in points], mode="lines+markers",
-            name=METHOD_NAMES.get(run["method"], run["method"]), line={"color": colour},
-            customdata=[p["samples"] for p in points],
-            hovertemplate="KL %{x:.2f} nats<br>" + y + " %{y:.3f}<br>%{customdata} samples",
+            name=names.get(run["method"], run["method"]), **style,
         ))  # fmt: skip
-    fig.add_vrect(x0=KL_BAND[0], x1=KL_BAND[1], fillcolor="green", opacity=0.06, line_width=0)
+    fig.add_vrect(
+        x0=KL_BAND[0], x1=KL_BAND[1], fillcolor=KL_BAND_COLOUR, opacity=0.08, line_width=0
+    )
     label = "Mean gold score (hidden preference)" if y == "gold" else "Mean reward-model score"
     fig.update_layout(
         title=f"{label.split(' (')[0]} against KL to the SFT policy, held-out prompts",
@@ -212,3 +352,30 @@ def gold_vs_kl_figure(runs: list[dict], y: str = "gold"):
         legend={"orientation": "h", "y": -0.2},
     )
     return fig
+
+
+def _check_record(run, index: int, y: str, best_of_n: str) -> None:
+    """``runs[index]`` of :func:`gold_vs_kl_figure` is a method record with checkpoints to draw."""
+    where = f"gold_vs_kl_figure: runs[{index}]"
+    if not isinstance(run, dict):
+        raise TypeError(
+            f"{where} is a {type(run).__name__}, not a run record (a dict of load_method_run or "
+            "best_of_n_run, or one of the benchmark's 'methods')."
+        )
+    missing = [key for key in ("method", "checkpoints") if key not in run]
+    if missing:
+        raise ValueError(
+            f"{where} lacks {missing}: a record of load_method_run or best_of_n_run has a "
+            "'method' and its 'checkpoints'."
+        )
+    points = run["checkpoints"]
+    if not isinstance(points, list | tuple) or not points:
+        raise ValueError(f"{where} ({run['method']!r}) has no checkpoints to draw.")
+    needs = ("kl", y, "samples", *(("n",) if run["method"] == best_of_n else ()))
+    for p_index, point in enumerate(points):
+        lacking = [key for key in needs if not isinstance(point, dict) or key not in point]
+        if lacking:
+            raise ValueError(
+                f"{where} ({run['method']!r}): checkpoints[{p_index}] lacks {lacking}; each "
+                f"checkpoint needs {list(needs)}."
+            )

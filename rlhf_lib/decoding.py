@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from numbers import Real
 
 import plotly.graph_objects as go
 import torch
@@ -19,19 +20,22 @@ from rlhf_lib import checks
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Divide by ``temperature``: < 1 sharpens the distribution (safer, duller), > 1 flattens it."""
-    if not temperature > 0:
+    if not _is_number(temperature) or not temperature > 0:
         raise ValueError(
-            f"temperature must be > 0, got {temperature}; for the most likely token, greedy=True."
+            f"temperature must be a number > 0, got {temperature!r}; for the most likely token, "
+            "greedy=True."
         )
     return logits / temperature
 
 
 def top_k_filter(logits: torch.Tensor, k: int | None) -> torch.Tensor:
     """Keep the ``k`` largest logits, set the rest to ``-inf`` (``None`` or 0 keeps all)."""
-    if not k:
+    if k is None:
         return logits
-    if k < 0:
-        raise ValueError(f"top_k must be a positive int (or None to keep all), got {k}.")
+    if not checks.is_int(k) or k < 0:
+        raise ValueError(f"top_k must be a positive int (or None to keep all), got {k!r}.")
+    if k == 0:
+        return logits
     k = min(k, logits.size(-1))
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # the k-th largest, per row
     return logits.masked_fill(logits < kth, float("-inf"))
@@ -40,8 +44,8 @@ def top_k_filter(logits: torch.Tensor, k: int | None) -> torch.Tensor:
 def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
     """Nucleus filtering (Holtzman et al., 2020): keep the smallest set of most likely tokens whose
     probabilities add up to at least ``p``; the most likely token is always kept."""
-    if p is not None and not 0 < p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {p}.")
+    if p is not None and not (_is_number(p) and 0 < p <= 1):
+        raise ValueError(f"top_p must be a number in (0, 1], got {p!r}.")
     if p is None or p == 1.0:
         return logits
     sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
@@ -62,10 +66,24 @@ def next_token(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Pick one token per row of ``logits`` ``[B, vocab]`` -> ``[B, 1]``."""
+    if torch.isnan(logits).any() or (logits == float("inf")).any():
+        raise ValueError(
+            "the logits hold NaN or +inf: the model's output is broken (NaN weights, or a "
+            "division by zero), so no token can be sampled from it."
+        )
+    if (logits == float("-inf")).all(-1).any():
+        raise ValueError(
+            "every logit of a row is -inf: every token is masked out, so none can be picked. "
+            "Check the mask or filter that produced these logits."
+        )
     if greedy:
         return logits.argmax(-1, keepdim=True)
     logits = top_p_filter(top_k_filter(apply_temperature(logits, temperature), top_k), top_p)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 def _logits(output) -> torch.Tensor:
@@ -77,12 +95,7 @@ def _vocab_size(model) -> int | None:
     return getattr(config, "vocab_size", None)
 
 
-def _context_length(model) -> int | None:
-    config = getattr(model, "config", None)
-    for name in ("n_positions", "max_position_embeddings", "block_size"):
-        if config is not None and getattr(config, name, None):
-            return getattr(config, name)
-    return None
+_context_length = checks.context_length
 
 
 @torch.no_grad()
@@ -127,6 +140,18 @@ def generate(
         checks.check_token_ids(input_ids, vocab, "input_ids")
     if not checks.is_int(max_new_tokens) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}.")
+    if input_ids.size(1) == 0:
+        raise ValueError(
+            "input_ids holds no tokens (shape [B, 0]): generation continues a prompt of at least "
+            "one token; start from the tokenizer's BOS token."
+        )
+    forward = inspect.signature(model.forward).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in forward.values())
+    if use_cache and not ({"past_key_values", "cache"} & forward.keys() or takes_any):
+        raise ValueError(
+            f"{type(model).__name__} keeps no KV cache (its forward takes no past_key_values): "
+            "pass use_cache=False, which runs the whole sequence at every step."
+        )
     limit = _context_length(model)
     if limit is not None and input_ids.size(1) + max_new_tokens > limit:
         raise ValueError(
@@ -182,9 +207,16 @@ DEFAULT_SETTINGS = [
 def sample_settings(model, tokenizer, prompt: str, settings=None, n: int = 4, max_new_tokens=40,
                     seed: int = 0) -> dict[str, list[str]]:  # fmt: skip
     """``n`` continuations of ``prompt`` under each decoding setting: ``{name: [text, ...]}``."""
-    settings = settings or DEFAULT_SETTINGS
+    settings = DEFAULT_SETTINGS if settings is None else settings
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be one string, got {type(prompt).__name__}.")
+    checks.argument("sample_settings", "n", n, checks.ints)
+    for i, setting in enumerate(settings):
+        if not isinstance(setting, dict) or not isinstance(setting.get("name"), str):
+            raise ValueError(
+                f"settings[{i}] must be a dict with a 'name' (the table's label) and the "
+                f"arguments of generate(), e.g. {{'name': 'top-k 5', 'top_k': 5}}; got {setting!r}."
+            )
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     limit = _context_length(model) or (ids.size(1) + max_new_tokens)
     if ids.size(1) >= limit:
@@ -211,6 +243,8 @@ def decoding_explorer_figure(prompt: str, samples: dict[str, list[str]]) -> go.F
     it): the static page's version of the chapter's decoding explorer."""
     if not samples:
         raise ValueError("samples is empty: pass {setting name: [continuation, ...]}.")
+    samples = {name: checks.require_texts(texts, "decoding_explorer_figure", f"samples[{name!r}]")
+               for name, texts in samples.items()}  # fmt: skip
     names = list(samples)
     fig = go.Figure()
     for i, name in enumerate(names):

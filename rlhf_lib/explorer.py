@@ -31,6 +31,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from rlhf_lib import checks
+
 HEATMAP_SCALE = "Blues"
 
 
@@ -40,13 +42,24 @@ def _as_array(w) -> np.ndarray:
     return np.asarray(w, dtype=float)
 
 
+def _is_labels(labels) -> bool:
+    """A sequence of labels, one per query or key (tokens; a list, a tuple or an array)."""
+    return (
+        hasattr(labels, "__len__")
+        and hasattr(labels, "__iter__")
+        and not isinstance(labels, str | bytes | dict)
+        and not any(isinstance(label, list | tuple | dict) for label in labels)
+    )
+
+
 def _validate_maps(maps, labels) -> tuple[dict, dict]:
     if not isinstance(maps, dict) or not maps:
         raise TypeError(
             "maps must be a non-empty dict {kind: [layers][heads] of [Tq, Tk] arrays}, "
             f"got {type(maps).__name__}."
         )
-    if isinstance(labels, tuple) and len(labels) == 2 and not isinstance(labels[0], tuple):
+    # one (query_labels, key_labels) pair, as a tuple or a list, serves every kind
+    if isinstance(labels, tuple | list) and len(labels) == 2 and all(map(_is_labels, labels)):
         labels = dict.fromkeys(maps, labels)
     if not isinstance(labels, dict) or set(labels) != set(maps):
         raise ValueError(
@@ -56,8 +69,17 @@ def _validate_maps(maps, labels) -> tuple[dict, dict]:
     arrays: dict = {}
     for kind, layers in maps.items():
         arrays[kind] = [[_as_array(w) for w in heads] for heads in layers]
+        if not arrays[kind]:
+            raise ValueError(
+                f"{kind!r} has no layers: give a list of layers, each a list of one [Tq, Tk] map "
+                "per head."
+            )
         q_labels, k_labels = labels[kind]
         for li, heads in enumerate(arrays[kind]):
+            if not heads:
+                raise ValueError(
+                    f"{kind!r} layer {li} has no heads: give one [Tq, Tk] map per head."
+                )
             if len(heads) != len(arrays[kind][0]):
                 raise ValueError(f"{kind!r}: every layer must have the same number of heads.")
             for hi, w in enumerate(heads):
@@ -90,6 +112,8 @@ def attention_figure(
     runs in the browser, so it works on the static website. See the module docstring for the
     ``maps`` / ``labels`` format; ``initial_kind`` is the kind shown first (default: the first).
     """
+    checks.argument("attention_figure", "max_cols", max_cols, checks.ints)
+    checks.argument("attention_figure", "panel_px", panel_px)
     arrays, labels = _validate_maps(maps, labels)
     kinds = list(arrays)
     initial_kind = initial_kind or kinds[0]
@@ -224,6 +248,7 @@ def heads_overview_figure(maps: dict, labels, kind: str | None = None, panel_px:
     word") are easier to spot side by side than one at a time. Same ``maps``/``labels`` format
     as :func:`attention_figure`; ``kind`` defaults to the first kind in ``maps``.
     """
+    checks.argument("heads_overview_figure", "panel_px", panel_px)
     arrays, labels = _validate_maps(maps, labels)
     kind = kind or next(iter(arrays))
     if kind not in arrays:
@@ -315,8 +340,13 @@ def positional_encoding_figure(
     """
     from rlhf_lib.attention import sinusoidal_positional_encoding
 
+    if not hasattr(d_models, "__iter__") or isinstance(d_models, str):
+        raise TypeError(
+            f"d_models must be a list of widths such as (16, 32, 64), got {d_models!r}; for one "
+            f"width pass ({d_models!r},)."
+        )
     d_models = list(d_models)
-    if not d_models or any(d < 2 or d % 2 for d in d_models):
+    if not d_models or any(not checks.is_int(d) or d < 2 or d % 2 for d in d_models):
         raise ValueError(f"d_models must be even ints >= 2, got {d_models}.")
     fig = make_subplots(
         rows=1,
@@ -377,6 +407,8 @@ def positional_encoding_figure(
         visible = [m == n for m, count in enumerate(n_traces_per) for _ in range(count)]
         steps.append({"label": str(d), "method": "update", "args": [{"visible": visible}]})
     fig.update_layout(
+        # the title names the figure, also in its text alternative (notebook.figure_alt_text)
+        title={"text": "Sinusoidal positional encoding", "x": 0.01},
         sliders=[
             {
                 "steps": steps,
@@ -385,10 +417,10 @@ def positional_encoding_figure(
                 "pad": {"t": 50},
             }
         ],
-        height=460,
+        height=490,
         # no width: the figure fills the page column (the website's is about 700 px wide)
         showlegend=False,  # hover names each curve; a legend would cover the panels
-        margin={"t": 60, "b": 40},
+        margin={"t": 90, "b": 40},
     )
     fig.update_xaxes(title_text="position", row=1, col=1)
     fig.update_yaxes(title_text="dimension i", row=1, col=1)

@@ -32,6 +32,15 @@ import torch.nn.functional as F
 from rlhf_lib import checks
 from rlhf_lib.attention import causal_mask, scaled_dot_product_attention
 
+
+def _check_not_empty(T: int) -> None:
+    if T == 0:
+        raise ValueError(
+            "idx has no tokens (shape [B, 0]): a language model predicts from at least one token; "
+            "start a text from the tokenizer's BOS token."
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # GPT-2
 # --------------------------------------------------------------------------------------------
@@ -104,6 +113,7 @@ class GPTConfig:
     def __post_init__(self):
         checks.ints(self, "vocab_size", "block_size", "n_layer", "n_head", "n_embd")
         checks.positive(self, "layer_norm_eps")
+        checks.bools(self, "causal")
         checks.multiple_of(self, "n_embd", "n_head", "each head gets n_embd // n_head channels")
 
 
@@ -139,6 +149,7 @@ class GPT(nn.Module):
         also the attention weights of every layer, a list of ``(B, n_head, T, T)``."""
         checks.check_token_ids(idx, self.config.vocab_size, "idx", dims=2)
         B, T = idx.size()
+        _check_not_empty(T)
         if T > self.config.block_size:
             raise ValueError(
                 f"The input has {T} tokens but the model's context is block_size="
@@ -161,11 +172,25 @@ class GPT(nn.Module):
         ``nn.Linear`` keeps ``(out, in)``, so those matrices are transposed.
         """
         hf = hf_model.config
+        _check_model_type(hf, "gpt2", "GPT")
         if hf.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(
                 f"This GPT uses tanh-GELU; the model has {hf.activation_function!r}. "
                 "Use a GPT2Config with activation_function='gelu_new'."
             )
+        # Our GPT ties its output layer to wte, scales attention by 1/√d in every layer and widens
+        # its MLP 4x; a checkpoint that differs would load without an error and compute otherwise.
+        implemented = {"tie_word_embeddings": True, "scale_attn_weights": True,
+                       "scale_attn_by_inverse_layer_idx": False,
+                       "n_inner": 4 * hf.n_embd}  # fmt: skip
+        for name, ours in implemented.items():
+            got = getattr(hf, name, None)
+            if got is not None and got != ours:  # n_inner=None means 4 * n_embd
+                raise ValueError(
+                    f"The model has {name}={got!r}, but this GPT implements {name}={ours!r} only: "
+                    "its weights would load and compute something else. Use a GPT-2 with the "
+                    "standard settings (GPT2Config defaults)."
+                )
         config = GPTConfig(
             vocab_size=hf.vocab_size,
             block_size=hf.n_positions,
@@ -221,6 +246,8 @@ def rope_cos_sin(
     in the first channels, slow ones in the last. The pairs are ``(i, i + head_dim/2)`` (the
     "rotate half" layout that Hugging Face's LLaMA uses), so each frequency appears twice.
     """
+    if not checks.is_int(head_dim) or head_dim < 2 or head_dim % 2:
+        raise ValueError(f"head_dim must be an even int >= 2 (RoPE turns pairs), got {head_dim!r}.")
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     angles = positions.float()[:, None] * inv_freq[None, :]  # (T, head_dim/2)
     angles = torch.cat([angles, angles], dim=-1)  # (T, head_dim)
@@ -327,6 +354,7 @@ class LLaMAConfig:
         checks.ints(self, "vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd",
                     "intermediate_size")  # fmt: skip
         checks.positive(self, "rope_theta", "rms_norm_eps")
+        checks.bools(self, "tie_word_embeddings")
         if self.head_dim is None:
             checks.multiple_of(self, "n_embd", "n_head", "head_dim = n_embd // n_head")
             self.head_dim = self.n_embd // self.n_head
@@ -362,6 +390,7 @@ class LLaMA(nn.Module):
         """Logits ``(B, T, vocab)``; with ``return_attentions`` also a list of ``(B, nh, T, T)``."""
         checks.check_token_ids(idx, self.config.vocab_size, "idx", dims=2)
         B, T = idx.size()
+        _check_not_empty(T)
         if T > self.config.block_size:
             raise ValueError(
                 f"The input has {T} tokens but block_size={self.config.block_size}; "
@@ -382,6 +411,7 @@ class LLaMA(nn.Module):
         """Our LLaMA with the weights of a transformers ``LlamaForCausalLM`` (names match after
         dropping the ``model.`` prefix)."""
         hf = hf_model.config
+        _check_model_type(hf, "llama", "LLaMA")
         rope = getattr(hf, "rope_parameters", None) or {}
         if rope.get("rope_type", "default") != "default":
             raise ValueError(
@@ -412,6 +442,16 @@ class LLaMA(nn.Module):
         return model.to(next(hf_model.parameters()).dtype)
 
 
+def _check_model_type(hf_config, expected: str, ours: str) -> None:
+    got = getattr(hf_config, "model_type", None)
+    if got != expected:
+        other = {"gpt2": "GPT.from_hf", "llama": "LLaMA.from_hf"}.get(got)
+        raise ValueError(
+            f"{ours}.from_hf loads a {expected!r} model; this one is {got!r}"
+            + (f": use {other}." if other else ".")
+        )
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of distinct parameters (a tied matrix counts once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
@@ -421,6 +461,9 @@ def kv_cache_bytes(
     n_layer: int, n_kv_head: int, head_dim: int, seq_len: int, bytes_per_value: int = 2
 ) -> int:
     """Memory a KV cache needs for one sequence: keys and values for every layer and position."""
+    sizes = {"n_layer": n_layer, "n_kv_head": n_kv_head, "head_dim": head_dim, "seq_len": seq_len}
+    checks.ints(checks.arguments("kv_cache_bytes", **sizes), *sizes, minimum=0)
+    checks.argument("kv_cache_bytes", "bytes_per_value", bytes_per_value, checks.ints)
     return 2 * n_layer * n_kv_head * head_dim * seq_len * bytes_per_value
 
 

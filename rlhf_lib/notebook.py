@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 import numbers
 import os
+import re
 import warnings
+from html import escape, unescape
 
+from rlhf_lib import checks
 from rlhf_lib.runtime import (  # noqa: F401  (re-exported: pages import them from here)
     BUILD_ENV,
     OFFLINE_ENV,
@@ -47,6 +50,127 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+# What a figure's traces are called in its text alternative (scatter traces: see _trace_kind).
+CHART_KINDS = {
+    "bar": "bar chart",
+    "heatmap": "heatmap",
+    "histogram": "histogram",
+    "box": "box plot",
+    "violin": "violin plot",
+    "table": "table",
+    "pie": "pie chart",
+    "contour": "contour plot",
+    "image": "image",
+}
+MAX_NAMES = 8  # series, panels or columns named in a text alternative; more are counted
+# The tags plotly renders in a label (its subset of HTML); anything else between < and > is text.
+PLOTLY_TAGS = r"</?(?:b|i|em|s|u|sup|sub|span|a)(?:\s[^>]*)?>"
+# Traces that never appear in a legend: their names (px.imshow calls its heatmap "0") say nothing.
+UNLISTED = {"heatmap", "image", "contour", "table", "surface"}
+
+
+def _plain(text) -> str:
+    """A plotly label as plain text: ``{"text": ...}`` or a string, plotly's tags dropped."""
+    if isinstance(text, dict):
+        text = text.get("text")
+    if not text:
+        return ""
+    text = re.sub(r"<br\s*/?>", " ", str(text), flags=re.IGNORECASE)
+    text = re.sub(PLOTLY_TAGS, "", text, flags=re.IGNORECASE)  # "P(r <0.5>)" is text: kept
+    return " ".join(unescape(text).split())
+
+
+def _trace_kind(trace: dict) -> str:
+    kind = trace.get("type", "scatter")
+    if kind in ("scatter", "scattergl"):
+        mode = trace.get("mode") or "lines"  # plotly's default draws lines
+        if "lines" in mode:
+            return "line chart"
+        # text placed on a blank canvas (the pipeline map) is a diagram, not data points
+        return "diagram" if "text" in mode else "scatter plot"
+    return CHART_KINDS.get(kind, "chart")
+
+
+def _names(values) -> str:
+    unique = list(dict.fromkeys(v for v in map(_plain, values) if v))
+    shown = ", ".join(unique[:MAX_NAMES])
+    return f"{shown} and {len(unique) - MAX_NAMES} more" if len(unique) > MAX_NAMES else shown
+
+
+def _axis_titles(layout: dict, letter: str) -> str:
+    """The distinct titles of the shown x (or y) axes, in subplot order, joined by " / "."""
+    keys = [key for key in layout if re.fullmatch(rf"{letter}axis\d*", key)]
+    axes = [layout[key] or {} for key in sorted(keys, key=lambda key: int(key[5:] or 1))]
+    titles = (_plain(axis.get("title")) for axis in axes if axis.get("visible", True))
+    return " / ".join(dict.fromkeys(title for title in titles if title))
+
+
+def figure_alt_text(fig) -> str:
+    """The text alternative of a plotly figure (a figure or its ``to_dict()``); never empty.
+
+    ``"Line chart: <title>; x: <x-axis title>, y: <y-axis title>; series: <trace names>"``, with
+    the panels' titles of a figure with subplots and the columns of a table. Only what is shown
+    first counts: traces hidden until a button shows them are left out. A figure with no title
+    is still described by its kind, axes and series; give every figure a title all the same.
+    """
+    fig = fig.to_dict() if hasattr(fig, "to_dict") else fig
+    layout, traces = fig.get("layout") or {}, fig.get("data") or []
+    shown = [t for t in traces if t.get("visible", True) is not False]
+
+    def drawn(trace):  # a legend-only trace (x=[None]) names a colour, it draws no data
+        x = trace.get("x")
+        return x is None or any(v is not None for v in x)
+
+    kinds = list(dict.fromkeys(_trace_kind(t) for t in shown if drawn(t))) or ["chart"]
+    kind = " and ".join(kinds)
+    title = _plain(layout.get("title"))
+    parts = [f"{kind[0].upper()}{kind[1:]}" + (f": {title}" if title else "")]
+    axes = [(a, _axis_titles(layout, a)) for a in ("x", "y")]
+    if any(t for _, t in axes):
+        parts.append(", ".join(f"{a}: {t}" for a, t in axes if t))
+    if any(re.fullmatch(r"xaxis[2-9]\d*", key) for key in layout):  # subplots: their titles
+        panels = _names(
+            a.get("text")
+            for a in layout.get("annotations") or []
+            if a.get("xref") == "paper" and a.get("yref") == "paper" and not a.get("showarrow")
+        )
+        if panels:
+            parts.append(f"panels: {panels}")
+    series = _names(
+        t.get("name")
+        for t in shown
+        if t.get("showlegend", True) is not False and t.get("type", "scatter") not in UNLISTED
+    )
+    if series:
+        parts.append(f"series: {series}")
+    columns = _names(v for t in shown for v in (t.get("header") or {}).get("values") or [])
+    if columns:
+        parts.append(f"columns: {columns}")
+    return "; ".join(parts)
+
+
+# Okabe & Ito (2008), "Color Universal Design": eight colours that people with every common kind
+# of colour blindness tell apart. Ordered for lines and markers on a white page: the first five
+# keep at least 3:1 contrast with white (WCAG 1.4.11), orange and sky blue (2.3:1) come after, and
+# yellow (1.3:1) last, for filled shapes with an outline. Every figure of the book takes its
+# colours from here: plotly's own default sequence puts red (#EF553B) next to green (#00CC96).
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#000000", "#E69F00", "#56B4E9", "#F0E442")
+COLOUR_TEMPLATE = "rlhf_okabe_ito"
+
+
+def use_colour_blind_safe_colours() -> None:
+    """Make :data:`OKABE_ITO` (without yellow) the colours of every figure that picks none itself.
+
+    It becomes the colour sequence of plotly's default template, which graph_objects and plotly
+    express figures both take, on the website, in Colab, Binder and on a laptop alike.
+    """
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    pio.templates[COLOUR_TEMPLATE] = go.layout.Template(layout={"colorway": OKABE_ITO[:7]})
+    pio.templates.default = f"plotly+{COLOUR_TEMPLATE}"
+
+
 # Which plotly renderer serves which environment, and why. ``setup_notebook`` picks one.
 #
 # - The website build (myst-nb): "rlhf_site". myst-nb drops plotly's own mime type, so figures
@@ -78,8 +202,10 @@ def _register_site_renderer() -> None:
     """Register ``"rlhf_site"``: a figure as HTML that calls the page's shared plotly.js.
 
     The HTML embeds no plotly.js and no MathJax (figure labels use Unicode, and a CDN MathJax
-    would fail offline and fight the page's own). The bundle also carries plotly's own mime type,
-    so the executed notebook a reader downloads from the site draws its figures in JupyterLab.
+    would fail offline and fight the page's own), and is wrapped in an element with
+    ``role="figure"`` and an ``aria-label`` from :func:`figure_alt_text`. The bundle also carries
+    plotly's own mime type, so the executed notebook a reader downloads from the site draws its
+    figures in JupyterLab.
     """
     import plotly.io as pio
     from plotly.io._base_renderers import MimetypeRenderer
@@ -95,6 +221,12 @@ def _register_site_renderer() -> None:
                 default_height=525,
                 validate=False,
             )
+            # The figure is an SVG of shapes and scattered tick labels, which say nothing to a
+            # screen reader: the figure role names it by its text alternative (WCAG 1.1.1).
+            # Not role="img": that hides its children, and plotly's toolbar holds real buttons
+            # a keyboard reaches (axe's nested-interactive rule).
+            label = escape(figure_alt_text(fig_dict), quote=True)
+            html = f'<div role="figure" aria-label="{label}">{html}</div>'
             return {"application/vnd.plotly.v1+json": fig_dict, "text/html": html}
 
     pio.renderers[SITE_RENDERER] = SiteRenderer()
@@ -185,12 +317,13 @@ def setup_notebook(seed: int = 0, threads: int = 1, plotly: bool = True):
     - makes NumPy print scalars as plain numbers (``0.93``, not ``np.float64(0.93)``), which is
       also the form myst-nb's ``glue`` needs to format them in the text;
     - selects the plotly renderer that draws figures where the kernel runs: the website build,
-      Colab, VS Code or JupyterLab / Notebook (:func:`plotly_renderer_for_this_environment`).
+      Colab, VS Code or JupyterLab / Notebook (:func:`plotly_renderer_for_this_environment`),
+      and colours that colour-blind readers tell apart (:func:`use_colour_blind_safe_colours`).
 
     Call it in a chapter's first code cell. Offline mode takes effect even if transformers, trl
     or datasets are already imported (:func:`rlhf_lib.runtime.go_offline`).
     """
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    if not checks.is_int(threads) or threads < 1:  # NumPy ints too; True is not a count
         raise ValueError(f"threads must be a positive int, got {threads!r}")
 
     go_offline()
@@ -199,10 +332,11 @@ def setup_notebook(seed: int = 0, threads: int = 1, plotly: bool = True):
 
     from rlhf_lib.device import get_device
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(int(threads))
     np.set_printoptions(legacy="1.25")
     _quiet_libraries()
     seed_everything(seed)
     if plotly:
         use_plotly_renderer_for_this_environment()
+        use_colour_blind_safe_colours()
     return get_device()

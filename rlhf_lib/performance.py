@@ -26,7 +26,9 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 import yaml
-from plotly.colors import qualitative
+
+from rlhf_lib import checks
+from rlhf_lib.notebook import OKABE_ITO
 
 # The book's targets: a class runs the whole book in one sitting on a 2-core laptop, and a Binder
 # kernel is killed above 2 GB.
@@ -57,6 +59,17 @@ METHOD_FIELDS = (
 )  # fmt: skip
 # Each method runs with several seeds; the report keeps them and the spread of the key figures.
 SPREAD_FIELDS = ("seeds", "gold_gain_std", "final_kl_std")
+BINDER_FIELDS = ("twin", "peak_server_and_kernel_mb", "server_and_idle_kernel_mb")
+# The fields above that hold a measurement: a finite number. A NaN would sort and compare as if
+# it were one (a NaN gain is "the largest" to sorted()), and a string fails deep in pandas.
+NUMBER_FIELDS = {
+    "wall_seconds", "peak_rss_mb", "html_bytes", "first_visit_bytes", "samples", "gold_start",
+    "gold_final", "gold_gain", "proxy_gain", "final_kl", "train_wall_seconds",
+    "train_cpu_seconds", "samples_per_second", "gold_gain_per_cpu_second", "gold_gain_std",
+    "final_kl_std", "peak_server_and_kernel_mb", "server_and_idle_kernel_mb",
+}  # fmt: skip
+# What machine_line states about the machine (the benchmarks' machine() records all of these).
+MACHINE_FIELDS = ("cores", "memory_gb", "python", "torch", "cuda")
 ROOT_CHAPTER = "Introduction"  # the toc's root page belongs to no part
 NOT_IN_TOC = "(not in _toc.yml)"
 
@@ -115,6 +128,20 @@ def _entries(report: dict, key: str, fields: tuple[str, ...], name: str) -> list
         missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
         if missing:
             raise ValueError(f"{key}[{index}] lacks {missing}; expected the output of `{producer}`")
+        label = next((entry[f] for f in ("method", "page", "twin") if f in entry), "")
+        where = f"{key}[{index}] ({label!r})" if label else f"{key}[{index}]"
+        for field in fields:
+            value = entry[field]
+            if field in NUMBER_FIELDS and not checks.is_finite_number(value):
+                raise ValueError(
+                    f"{where}: {field} must be a finite number, got {value!r}; expected the "
+                    f"output of `{producer}`"
+                )
+            if field == "seeds" and (not isinstance(value, list | tuple) or not value):
+                raise ValueError(
+                    f"{where}: seeds must be the non-empty list of seeds the method ran with, "
+                    f"got {value!r}; expected the output of `{producer}`"
+                )
     return entries
 
 
@@ -123,16 +150,33 @@ def machine_line(report: dict) -> str:
     machine = report.get("machine")
     if not isinstance(machine, dict) or "date" not in report:
         raise ValueError("a benchmark report needs a 'date' and a 'machine' record")
-    date = datetime.datetime.fromisoformat(report["date"])
-    cores, usable = machine.get("cores"), machine.get("usable_cores", machine.get("cores"))
+    try:
+        date = datetime.datetime.fromisoformat(report["date"])
+    except (TypeError, ValueError):
+        raise ValueError(
+            "the report's 'date' must be an ISO 8601 date and time such as "
+            f"'2026-11-28T01:29:20+00:00' (the benchmarks write one), got {report['date']!r}"
+        ) from None
+    missing = [field for field in MACHINE_FIELDS if field not in machine]
+    if missing:
+        raise ValueError(
+            f"the report's 'machine' record lacks {missing}: the sentence would state them as "
+            "unknown. The benchmarks under benchmarks/ record them; run one again."
+        )
+    cores, usable = machine["cores"], machine.get("usable_cores", machine["cores"])
+    if not checks.is_int(cores) or not checks.is_int(usable):
+        raise ValueError(
+            f"the report's machine.cores and machine.usable_cores must be ints, got {cores!r} "
+            f"and {usable!r}"
+        )
     cores_text = f"{cores} cores" if usable == cores else f"{usable} of its {cores} cores"
     cpu = machine.get("cpu_model") or "unknown CPU"
     article = "an" if cpu[0].lower() in "aeiou" else "a"
-    device = "with a CUDA GPU available" if machine.get("cuda") else "on the CPU only"
+    device = "with a CUDA GPU available" if machine["cuda"] else "on the CPU only"
     return (
         f"Measured on {date.day} {date:%B %Y} on {article} {cpu} with {cores_text} and "
-        f"{machine.get('memory_gb', '?')} GB of memory, with Python {machine.get('python', '?')} "
-        f"and torch {machine.get('torch', '?')}, {device}."
+        f"{machine['memory_gb']} GB of memory, with Python {machine['python']} "
+        f"and torch {machine['torch']}, {device}."
     )
 
 
@@ -226,13 +270,16 @@ def execution_targets(report: dict, root: str | Path | None = None) -> dict[str,
     root = Path(root) if root is not None else repository_root()
     chapters = toc_chapters(root / "_toc.yml")
     pages, summary = execution_table(report, chapters), chapter_summary(report, chapters)
-    machine = report.get("machine", {})
+    machine = report.get("machine")
+    machine = machine if isinstance(machine, dict) else {}
     cores = machine.get("usable_cores", machine.get("cores"))
     failed, missing = pages[pages["error"] != ""], unmeasured_pages(report, root)
     untested = []
     if report.get("cache") != "cold":
         untested.append(f"measured with a {report.get('cache', 'unknown')} cache, not an empty one")
-    if cores is None or cores > TARGET_CORES:
+    if not checks.is_int(cores):
+        untested.append("the report does not record how many cores the run had")
+    elif cores > TARGET_CORES:
         untested.append(f"measured on {cores} cores, more than {TARGET_CORES}")
     if missing:
         untested.append(f"{len(missing)} page(s) not measured: {', '.join(missing)}")
@@ -283,7 +330,10 @@ def execution_figure(report: dict, chapters: dict[str, str] | None = None) -> go
                     y=rows["page"],
                     orientation="h",
                     name=chapter,
-                    marker_color=qualitative.T10[colour_index % len(qualitative.T10)],
+                    # Okabe–Ito for colour-blind readers (Tableau 10 had red and green); the
+                    # dark outline keeps the light ones (yellow, sky blue) visible on white
+                    marker_color=OKABE_ITO[colour_index % len(OKABE_ITO)],
+                    marker_line={"color": "#333333", "width": 1},
                     legendgroup=chapter,
                     visible=view == "seconds",
                     hovertemplate="%{y}: %{x:.1f} " + ("s" if view == "seconds" else "MB"),
@@ -484,6 +534,86 @@ def seed_counts(report: dict) -> str:
     return str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
 
 
+def _gap(a: dict, b: dict) -> tuple[float, float]:
+    """Gold gain of ``a`` minus ``b``, and the standard error of that difference of seed means."""
+    n_a, n_b = len(a["seeds"]), len(b["seeds"])
+    se = math.sqrt(a["gold_gain_std"] ** 2 / n_a + b["gold_gain_std"] ** 2 / n_b)
+    return a["gold_gain"] - b["gold_gain"], se
+
+
+def method_verdicts(report: dict) -> dict[str, str]:
+    """Sentences for "why the results come out as they do", computed from ``rl_vs_trl.json``.
+
+    - ``gold``: which method gained the most gold and which others are within seed noise of it.
+      Two methods differ beyond seed noise when their mean gains differ by more than twice the
+      standard error of that difference (about a 95% interval).
+    - ``cost``: training CPU-seconds of each method, as multiples of the cheapest online one.
+    - ``kl``: which online method ended at the lowest KL.
+    - ``dpo``: how DPO's gain and its spread over seeds compare with the online methods'.
+    """
+    from rlhf_lib.beyond_ppo import METHOD_NAMES, ONLINE
+
+    runs = {m["method"]: m for m in _entries(report, "methods", METHOD_FIELDS + SPREAD_FIELDS,
+                                            "rl_vs_trl")}  # fmt: skip
+    name = {m: METHOD_NAMES.get(m, m) for m in runs}
+
+    def gain(m):
+        return f"{runs[m]['gold_gain']:+.3f} ± {runs[m]['gold_gain_std']:.3f}"
+
+    online = [m for m in ONLINE if m in runs]
+    if not online:
+        raise ValueError(
+            f"method_verdicts compares the online methods {list(ONLINE)} (their cost and KL); "
+            f"this report has only {sorted(runs)}"
+        )
+    for m in online:
+        if runs[m]["train_cpu_seconds"] <= 0:
+            raise ValueError(
+                f"methods: {m!r} has train_cpu_seconds={runs[m]['train_cpu_seconds']!r}, but a "
+                "training run takes some CPU time; expected the output of "
+                f"`{PRODUCERS['rl_vs_trl']}`"
+            )
+    ranked = sorted(runs, key=lambda m: runs[m]["gold_gain"], reverse=True)
+    best = ranked[0]
+    tied = []
+    for m in ranked[1:]:
+        difference, standard_error = _gap(runs[best], runs[m])
+        if difference <= 2 * standard_error:
+            tied.append(m)
+    behind = [m for m in ranked[1:] if m not in tied]
+    gold = f"{name[best]} gained the most gold ({gain(best)}, mean ± std over seeds)"
+    if tied:
+        gold += (", but " + " and ".join(f"{name[m]} ({gain(m)})" for m in tied)
+                 + f" {'is' if len(tied) == 1 else 'are'} within seed noise of it: on this "
+                 "budget they tie")  # fmt: skip
+    else:
+        gold += ", beyond seed noise of every other method"
+    if behind:
+        gold += "; " + " and ".join(f"{name[m]} ({gain(m)})" for m in behind) + " gained less"
+    cheapest = min(online, key=lambda m: runs[m]["train_cpu_seconds"])
+    cost = ", ".join(
+        f"{name[m]} {runs[m]['train_cpu_seconds']:.0f} CPU-s "
+        f"({runs[m]['train_cpu_seconds'] / runs[cheapest]['train_cpu_seconds']:.2f}×)"
+        for m in sorted(online, key=lambda m: runs[m]["train_cpu_seconds"])
+    )
+    lowest_kl = min(online, key=lambda m: runs[m]["final_kl"])
+    kl = (f"{name[lowest_kl]} ended at the lowest KL of the online methods, "
+          f"{runs[lowest_kl]['final_kl']:.1f} ± {runs[lowest_kl]['final_kl_std']:.1f} nats per "
+          "review, against " + ", ".join(f"{runs[m]['final_kl']:.1f} for {name[m]}"
+                                          for m in online if m != lowest_kl))  # fmt: skip
+    dpo = ""
+    if "dpo" in runs:
+        spread = max(runs[m]["gold_gain_std"] for m in online)
+        if spread > 0:
+            dpo = (f"DPO gained {gain('dpo')}: its spread over seeds is "
+                   f"{runs['dpo']['gold_gain_std'] / spread:.1f} times the largest of the online "
+                   f"methods'")  # fmt: skip
+        else:  # no ratio to a spread of zero
+            dpo = (f"DPO gained {gain('dpo')}; the online methods' gains did not vary over "
+                   "seeds at all, so there is no spread to compare its own with")  # fmt: skip
+    return {"gold": gold, "cost": cost, "kl": kl, "dpo": dpo}
+
+
 def ppo_vs_best_trl(report: dict) -> dict:
     """Our PPO against TRL's best online trainer (GRPO or RLOO, whichever ends with the higher
     gold score): ``best_trl`` (its key), ``gold_ppo``, ``gold_best_trl``, ``samples_ppo``,
@@ -547,20 +677,35 @@ def targets_table(*targets: dict[str, dict]) -> pd.DataFrame:
     """The targets of :func:`execution_targets`, :func:`page_weight_targets` and
     :func:`method_targets` as one table."""
     rows = [row for group in targets for row in group.values()]
+    if not rows:
+        raise ValueError(
+            "targets_table needs targets to list: pass the results of execution_targets, "
+            "page_weight_targets or method_targets."
+        )
     return pd.DataFrame(rows).set_index("target")
 
 
 def binder_memory_sentence(report: dict) -> str:
     """One sentence on the peak memory of JupyterLab's server with a page's kernel, against the
     Binder limit, from ``benchmarks/binder_memory.py``'s report."""
-    pages = report.get("pages") if isinstance(report, dict) else None
-    fields = ("twin", "peak_server_and_kernel_mb", "server_and_idle_kernel_mb")
-    if not pages or any(not isinstance(p, dict) or not all(f in p for f in fields) for p in pages):
-        raise ValueError(f"expected the output of `{PRODUCERS['binder_memory']}`")
+    pages = _entries(report, "pages", BINDER_FIELDS, "binder_memory")
     limit = report.get("binder_limit_mb", TARGET_PEAK_MB)
-    worst = max(pages, key=lambda p: p["peak_server_and_kernel_mb"])
+    index, worst = max(enumerate(pages), key=lambda item: item[1]["peak_server_and_kernel_mb"])
     peak, idle = worst["peak_server_and_kernel_mb"], worst["server_and_idle_kernel_mb"]
-    low, high = worst.get("peak_server_and_kernel_mb_range", [peak, peak])
+    span = worst.get("peak_server_and_kernel_mb_range", [peak, peak])
+    if (not isinstance(span, list | tuple) or len(span) != 2
+            or not all(map(checks.is_finite_number, span))):  # fmt: skip
+        raise ValueError(
+            f"pages[{index}] ({worst['twin']!r}): peak_server_and_kernel_mb_range must be "
+            f"[lowest, highest] MB over the repeats, got {span!r}; expected the output of "
+            f"`{PRODUCERS['binder_memory']}`"
+        )
+    low, high = span
+    if high > low and "repeats" not in worst:
+        raise ValueError(
+            f"pages[{index}] ({worst['twin']!r}) lacks ['repeats'] (how many runs its range "
+            f"spans); expected the output of `{PRODUCERS['binder_memory']}`"
+        )
     spread = (
         f" (from {low:.0f} to {high:.0f} MB over {worst['repeats']} runs)" if high > low else ""
     )
@@ -569,4 +714,120 @@ def binder_memory_sentence(report: dict) -> str:
     return (
         f"With {worst['twin']}{cache}, the server and its kernel peaked at {peak:.0f} MB{spread}; "
         f"{idle:.0f} MB before the first cell ran. That is {verdict} the {limit} MB limit."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning a course (the instructor's guide, back matter)
+# ---------------------------------------------------------------------------------------------
+
+NOT_MEASURED = "not measured"
+
+
+def sessions_by_part(
+    chapters: dict[str, str] | None = None, leave_out: tuple[str, ...] = ("Back matter",)
+) -> dict[str, list[str]]:
+    """One class session per part of ``_toc.yml``: ``{part caption: [page paths]}`` in book
+    order. The introduction opens the first session; the parts in ``leave_out`` get none."""
+    chapters = toc_chapters() if chapters is None else chapters
+    sessions: dict[str, list[str]] = {}
+    opening = [page for page, chapter in chapters.items() if chapter == ROOT_CHAPTER]
+    for page, chapter in chapters.items():
+        if chapter != ROOT_CHAPTER and chapter not in leave_out:
+            sessions.setdefault(chapter, [])
+            sessions[chapter].append(page)
+    if sessions and opening:
+        first = next(iter(sessions))
+        sessions[first] = opening + sessions[first]
+    return sessions
+
+
+def _page_label(page: str) -> str:
+    return page.removeprefix("book/").removesuffix(".md")
+
+
+def session_plan_table(report: dict, sessions: dict[str, list[str]]) -> pd.DataFrame:
+    """One row per page of ``sessions`` (``{session: [page paths]}``, as ``sessions_by_part``
+    gives), in that order: the session, the page, and the seconds and peak MB of its kernel in
+    ``book_execution.json``. A page the report does not hold (a page newer than the benchmark)
+    has NaN there and ``note`` says "not measured"; a page that stopped at an error keeps its
+    (cut short) time and ``note`` says so."""
+    measured = {p["page"]: p for p in _entries(report, "pages", PAGE_FIELDS, "book_execution")}
+    rows = []
+    for session, pages in sessions.items():
+        for page in pages:
+            entry = measured.get(page)
+            note = NOT_MEASURED if entry is None else ""
+            if entry is not None and entry.get("error"):
+                note = "stopped at an error: its time is cut short"
+            rows.append(
+                {
+                    "session": session,
+                    "page": _page_label(page),
+                    "seconds": math.nan if entry is None else float(entry["wall_seconds"]),
+                    "peak MB": math.nan if entry is None else float(entry["peak_rss_mb"]),
+                    "note": note,
+                }
+            )
+    return pd.DataFrame(rows, columns=["session", "page", "seconds", "peak MB", "note"])
+
+
+def session_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per session of a :func:`session_plan_table`, in order: its pages, the seconds
+    its measured pages took together, its largest kernel, and how many of its pages were not
+    measured (when some were not, the seconds are a lower bound)."""
+    order = list(dict.fromkeys(table["session"]))
+    grouped = table.groupby("session", sort=False)
+    summary = pd.DataFrame(
+        {
+            "pages": grouped["page"].size(),
+            "seconds": grouped["seconds"].sum(min_count=1),
+            "peak MB": grouped["peak MB"].max(),
+            "not measured": grouped["note"].apply(lambda notes: int((notes == NOT_MEASURED).sum())),
+        }
+    )
+    return summary.loc[order]
+
+
+def results_commit(name: str, root: str | Path | None = None) -> tuple[str, str] | None:
+    """``(short commit, date)`` of the commit that last changed ``benchmarks/results/{name}.json``
+    in the repository's history; None without git, outside a repository, for a file never
+    committed, or in a shallow clone (whose oldest commit would seem to add every file)."""
+    import subprocess
+
+    root = Path(root) if root is not None else repository_root()
+    path = Path("benchmarks") / "results" / f"{name}.json"
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        if git("rev-parse", "--is-shallow-repository") == "true":
+            return None
+        found = git("log", "-1", "--format=%h %cs", "--", str(path))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not found:
+        return None
+    commit, date = found.split(" ", 1)
+    return commit, date
+
+
+def commit_line(report: dict, name: str, root: str | Path | None = None) -> str:
+    """One sentence: which commit of the book a benchmark report measured. Reports that record
+    it (a ``git`` record, as ``page_weight.json``) say so; for the others, the commit that added
+    the file to the repository is the closest the history can tell."""
+    git = report.get("git") or {}
+    if git.get("commit"):
+        changes = " with uncommitted changes" if git.get("dirty") else ""
+        return f"The benchmark measured commit {git['commit'][:10]}{changes}."
+    found = results_commit(name, root)
+    if found is None:
+        return "The results file does not record which commit of the book it measured."
+    commit, date = found
+    return (
+        "The results file does not record which commit of the book it measured; it was last "
+        f"committed in {commit} on {date}, so it measured that commit or an earlier one."
     )

@@ -11,15 +11,20 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
+# Okabe–Ito colours, which colour-blind readers tell apart (Tableau's put PPO's green beside
+# the reward models' red). All are light enough for black box text at >= 5:1 contrast (WCAG 1.4.3;
+# white text had 2.3:1 to 3.6:1 on most of the old colours). Okabe–Ito's blue is too dark for black
+# text; the hidden gold preference stays grey (the chapters call those "the grey boxes").
 PART_COLOURS = {
-    1: "#4C78A8",  # transformers
-    2: "#72B7B2",  # causal transformers
-    3: "#F58518",  # RLHF
-    4: "#E45756",  # reward models
-    5: "#54A24B",  # PPO
-    6: "#B279A2",  # beyond PPO
-    0: "#9D9D9D",  # hidden from training
+    1: "#56B4E9",  # transformers: sky blue
+    2: "#009E73",  # causal transformers: bluish green
+    3: "#E69F00",  # RLHF: orange
+    4: "#CC79A7",  # reward models: reddish purple
+    5: "#D55E00",  # PPO: vermillion
+    6: "#F0E442",  # beyond PPO: yellow
+    0: "#BBBBBB",  # hidden from training: grey
 }
+BOX_TEXT_COLOUR = "black"
 PART_NAMES = {
     1: "Part 1 · Transformers",
     2: "Part 2 · Causal transformers",
@@ -144,7 +149,7 @@ def pipeline_map(view: str = "book") -> go.Figure:
                 visible=(name == view),
                 showlegend=False,
                 text=[getattr(s, attribute) for s in STAGES],
-                textfont=dict(color="white", size=11),
+                textfont=dict(color=BOX_TEXT_COLOUR, size=11),
                 marker=dict(size=1, color="rgba(0,0,0,0)"),
                 hovertext=[f"<b>{PART_NAMES[s.part]}</b><br>{s.detail}" for s in STAGES],
                 hoverinfo="text",
@@ -177,6 +182,14 @@ def pipeline_map(view: str = "book") -> go.Figure:
         ),
     ]
     fig.update_layout(
+        # the title names the figure for every reader, and in its text alternative for a screen
+        # reader (rlhf_lib.notebook.figure_alt_text); the top margin grew by its height
+        title=dict(
+            text="The RLHF pipeline, by the part of the book that builds each stage",
+            x=0,
+            y=0.98,
+            yanchor="top",
+        ),
         updatemenus=[
             dict(
                 type="buttons",
@@ -190,8 +203,8 @@ def pipeline_map(view: str = "book") -> go.Figure:
         ],
         xaxis=dict(visible=False, range=[-0.5, 3.5]),
         yaxis=dict(visible=False, range=[-0.45, 2.4]),
-        height=500,
-        margin=dict(l=10, r=10, t=70, b=10),
+        height=540,
+        margin=dict(l=10, r=10, t=110, b=10),
         plot_bgcolor="white",
         legend=dict(orientation="h", y=-0.02, x=0.5, xanchor="center", font=dict(size=11)),
         hoverlabel=dict(align="left"),

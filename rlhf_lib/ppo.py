@@ -36,21 +36,26 @@ KL_KINDS = ("k1", "k2", "k3")
 
 
 def _check_same_shape(**tensors: torch.Tensor) -> None:
-    shapes = {name: tuple(t.shape) for name, t in tensors.items() if t is not None}
-    if len(set(shapes.values())) > 1:
-        raise ValueError(f"these tensors must have the same [B, T] shape: {shapes}")
+    checks.same_shape("PPO", **tensors)
+
+
+def _masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    # Select, do not multiply: a NaN or -inf at a padding position times 0 is still NaN.
+    return torch.where(mask.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of ``x`` over the positions where ``mask`` is 1 (all positions if ``mask`` is None)."""
+    """Mean of ``x`` over the positions where ``mask`` is 1 (all positions if ``mask`` is None).
+    Masked positions contribute nothing, even when they hold NaN or ±inf."""
+    _check_same_shape(x=x, mask=mask)
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}: pass x.float().")
     if mask is None:
         return x.mean()
-    _check_same_shape(x=x, mask=mask)
-    mask = mask.to(x.dtype)
-    count = mask.sum()
+    count = mask.to(x.dtype).sum()
     if count == 0:
         raise ValueError("the mask selects no positions: there is nothing to average")
-    return (x * mask).sum() / count
+    return _masked(x, mask).sum() / count
 
 
 def whiten(
@@ -67,7 +72,7 @@ def whiten(
     whitened = (x - mean) * torch.rsqrt(variance + 1e-8)
     if not shift_mean:
         whitened = whitened + mean
-    return whitened if mask is None else whitened * mask.to(x.dtype)
+    return whitened if mask is None else _masked(whitened, mask)
 
 
 def kl_estimate(
@@ -108,14 +113,15 @@ def compute_gae(
     ``δ = 0`` and advantage 0.
     """
     _check_gae_inputs(rewards, values, gamma, lam, mask)
-    mask = torch.ones_like(values) if mask is None else mask.to(values.dtype)
+    mask = torch.ones_like(values) if mask is None else mask
+    r, v = _masked(rewards, mask), _masked(values, mask)  # padding contributes nothing, even NaN
     T = values.shape[-1]
-    next_values = torch.cat([values[:, 1:] * mask[:, 1:], values.new_zeros(values.shape[0], 1)], 1)
-    deltas = (rewards + gamma * next_values - values) * mask  # (B, T)
+    next_values = torch.cat([v[:, 1:], v.new_zeros(v.shape[0], 1)], 1)
+    deltas = _masked(r + gamma * next_values - v, mask)  # (B, T)
     steps = torch.arange(T, dtype=values.dtype, device=values.device)
     offsets = steps[None, :] - steps[:, None]  # offsets[t, s] = s - t
     discount = torch.where(offsets >= 0, (gamma * lam) ** offsets.clamp(min=0), 0.0)  # (T, T)
-    advantages = (deltas @ discount.T) * mask  # A[b, t] = Σ_s D[t, s] δ[b, s]
+    advantages = _masked(deltas @ discount.T, mask)  # A[b, t] = Σ_s D[t, s] δ[b, s]
     return advantages, advantages + values
 
 
@@ -130,15 +136,16 @@ def compute_gae_loop(
     ``A_t = δ_t + γλ·A_{t+1}`` (as in CleanRL and TRL). Kept as the reference the tests compare to.
     """
     _check_gae_inputs(rewards, values, gamma, lam, mask)
-    mask = torch.ones_like(values) if mask is None else mask.to(values.dtype)
+    mask = torch.ones_like(values) if mask is None else mask
+    r, v = _masked(rewards, mask), _masked(values, mask)  # padding contributes nothing, even NaN
     advantages = torch.zeros_like(values)
     next_value = values.new_zeros(values.shape[0])
     last_advantage = values.new_zeros(values.shape[0])
     for t in reversed(range(values.shape[1])):
-        delta = (rewards[:, t] + gamma * next_value - values[:, t]) * mask[:, t]
+        delta = _masked(r[:, t] + gamma * next_value - v[:, t], mask[:, t])
         last_advantage = delta + gamma * lam * last_advantage
-        advantages[:, t] = last_advantage * mask[:, t]
-        next_value = values[:, t] * mask[:, t]
+        advantages[:, t] = _masked(last_advantage, mask[:, t])
+        next_value = v[:, t]
     return advantages, advantages + values
 
 
@@ -147,8 +154,31 @@ def _check_gae_inputs(rewards, values, gamma, lam, mask) -> None:
     if values.dim() != 2:
         raise ValueError(f"rewards and values must be [B, T] tensors, got {tuple(values.shape)}")
     for name, value in (("gamma", gamma), ("lam", lam)):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        _check_unit_interval(name, value)
+
+
+def _check_unit_interval(name: str, value) -> None:
+    """``value`` is a number in [0, 1] (a 0-d tensor too); NaN, strings and None are not."""
+    try:
+        inside = not isinstance(value, (str, bytes, bool)) and 0.0 <= value <= 1.0
+    except TypeError:  # a string compared with a number, None, a list
+        inside = False
+    if not inside:
+        raise ValueError(f"{name} must lie in [0, 1] (a number), got {value!r}")
+
+
+def _check_per_token(where: str, name: str, value: torch.Tensor, like: torch.Tensor) -> None:
+    """``value`` is per token ``[B, T]`` like ``like``, or one number per sequence ``[B, 1]``; a
+    flat ``[B]`` would broadcast along T (silently wrong when B == T)."""
+    checks.same_shape(where, **{name: value})
+    B = like.shape[0]
+    if like.dim() == 2 and tuple(value.shape) in (tuple(like.shape), (B, 1)):
+        return
+    hint = f" For one value per sequence pass {name}[:, None]." if value.shape == (B,) else ""
+    raise ValueError(
+        f"{where}: {name} must have the shape of logprobs {tuple(like.shape)} (one value per "
+        f"token) or ({B}, 1) (one per sequence), got {tuple(value.shape)}.{hint}"
+    )
 
 
 def clipped_policy_loss(
@@ -165,7 +195,12 @@ def clipped_policy_loss(
     direction the advantage favours, the loss is flat in ρ: no gradient pushes further, which is
     the "proximal" in PPO. Also returns ``approxkl``, ``clipfrac`` and the mean ``ratio``.
     """
-    log_ratio = (logprobs - old_logprobs) * mask
+    checks.same_shape("clipped_policy_loss", logprobs=logprobs, old_logprobs=old_logprobs,
+                      mask=mask)  # fmt: skip
+    _check_per_token("clipped_policy_loss", "advantages", advantages, logprobs)
+    checks.argument("clipped_policy_loss", "cliprange", cliprange, checks.numbers, low=0, high=1,
+                    low_open=True, high_open=True)  # fmt: skip
+    log_ratio = _masked(logprobs - old_logprobs, mask)  # padding: ratio 1 and no NaN gradient
     ratio = log_ratio.exp()
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1 - cliprange, 1 + cliprange)
@@ -189,6 +224,9 @@ def clipped_value_loss(
     """Half the squared error to the returns, with the new values clipped to within
     ``cliprange_value`` of the old ones (the pessimistic maximum of the two, as in PPO2/TRL).
     Also returns the fraction of tokens where the clipped error was the larger."""
+    checks.same_shape("clipped_value_loss", values=values, old_values=old_values, mask=mask)
+    _check_per_token("clipped_value_loss", "returns", returns, values)
+    checks.argument("clipped_value_loss", "cliprange_value", cliprange_value)
     values_clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
     errors = (values - returns) ** 2
     errors_clipped = (values_clipped - returns) ** 2
@@ -245,6 +283,19 @@ class PPOConfig:
         checks.one_of(self, "kl_estimator", KL_KINDS)
         checks.multiple_of(self, "batch_size", "mini_batch_size",
                            "each rollout is split into equal minibatches")  # fmt: skip
+        if self.target_kl is not None:  # the adaptive controller multiplies β after each step
+            if self.kl_coef == 0:
+                raise checks.ConfigError(
+                    "PPOConfig.kl_coef must be > 0 when target_kl is set: the adaptive controller "
+                    "multiplies β, so a β of 0 stays 0 and the KL target is never enforced. Start "
+                    "from a small β, e.g. kl_coef=0.05."
+                )
+            if self.kl_horizon < self.batch_size:
+                raise checks.ConfigError(
+                    f"PPOConfig.kl_horizon={self.kl_horizon} must be at least batch_size="
+                    f"{self.batch_size} when target_kl is set: one update changes β by up to "
+                    "20% · batch_size / kl_horizon, and a larger step could make β negative."
+                )
 
 
 class AdaptiveKLController:
@@ -252,9 +303,19 @@ class AdaptiveKLController:
     controller whose error is clipped to ±20% so one noisy batch cannot swing β."""
 
     def __init__(self, init_kl_coef: float, target: float, horizon: int):
+        arguments = checks.arguments("AdaptiveKLController", init_kl_coef=init_kl_coef,
+                                     target=target, horizon=horizon)  # fmt: skip
+        # β > 0: the controller multiplies it, so 0 would stay 0 and never enforce the target
+        checks.positive(arguments, "init_kl_coef", "target")
+        checks.ints(arguments, "horizon")
         self.value, self.target, self.horizon = init_kl_coef, target, horizon
 
     def update(self, current_kl: float, n_samples: int) -> None:
+        if not checks.is_int(n_samples) or not 1 <= n_samples <= self.horizon:
+            raise ValueError(
+                f"n_samples must be an int in [1, horizon={self.horizon}], got {n_samples!r}: a "
+                "step larger than the horizon could make β negative. Raise the horizon."
+            )
         error = min(max(current_kl / self.target - 1, -0.2), 0.2)
         self.value *= 1 + error * n_samples / self.horizon
 
@@ -335,6 +396,11 @@ class PPOTrainer:
             raise ValueError("PPOTrainer needs at least one prompt")
         if not callable(reward_fn):
             raise TypeError("reward_fn must be a function: reward_fn(texts) -> one score per text.")
+        if gold_fn is not None and not callable(gold_fn):
+            raise TypeError(
+                f"gold_fn must be a function, gold_fn(texts) -> one score per text, or None; got "
+                f"{type(gold_fn).__name__}."
+            )
         if getattr(value_model.config, "num_labels", None) != 1:
             raise ValueError("value_model must have num_labels=1 (one value per token)")
         checks.require_pad_token(tokenizer, "PPOTrainer")
@@ -368,16 +434,8 @@ class PPOTrainer:
         self.generator = torch.Generator().manual_seed(config.seed)  # prompts and minibatches
         torch.manual_seed(config.seed)  # sampling in generate(): same seed, same run
         self.history: list[dict] = []
-        max_positions = getattr(policy.config, "n_positions", None) or getattr(
-            policy.config, "max_position_embeddings", None
-        )
-        longest = max(len(tokenizer(p)["input_ids"]) for p in self.prompts)
-        if max_positions and longest + config.max_new_tokens > max_positions:
-            raise ValueError(
-                f"the longest prompt ({longest} tokens) plus max_new_tokens="
-                f"{config.max_new_tokens} exceeds the policy's context of {max_positions} "
-                "positions: shorten the prompts or lower max_new_tokens."
-            )
+        checks.check_fits_context(policy, tokenizer, self.prompts, config.max_new_tokens,
+                                  "PPOTrainer")  # fmt: skip
 
     @property
     def kl_coef(self) -> float:
@@ -419,6 +477,7 @@ class PPOTrainer:
     @torch.no_grad()
     def generate(self, prompts: list[str], greedy: bool = False):
         """Sample responses: ``(input_ids, attention_mask, context_length, texts)``."""
+        prompts = checks.require_texts(prompts, "PPOTrainer.generate", "prompts", allow_empty=False)
         tok, cfg = self.tokenizer, self.config
         # Left padding, whatever tok.padding_side says: generate() appends after the last column.
         query = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
@@ -462,14 +521,11 @@ class PPOTrainer:
             )
             values = self._values(input_ids, attention_mask, ctx)
 
-        # 2. Score the full texts with the reward model (the gold score is only logged, in 6.).
-        with torch.no_grad():
-            scores = torch.as_tensor(self.reward_fn(texts), dtype=torch.float32).to(self.device)
-        if scores.shape != (len(texts),):
-            raise ValueError(f"reward_fn must return one score per text, got {tuple(scores.shape)}")
-        if not torch.isfinite(scores).all():
-            bad = [t for t, s in zip(texts, scores.tolist(), strict=True) if not math.isfinite(s)]
-            raise self._stopped(f"the reward function returned NaN or inf (e.g. for {bad[0]!r})")
+        # 2. Score the full texts with the reward model. The gold score is only logged (in 6.),
+        # but it is computed here, so a gold_fn that fails does so before any update.
+        scores = self._scores(self.reward_fn, "reward_fn", texts, torch.float32).to(self.device)
+        if self.gold_fn is not None:
+            gold = self._scores(self.gold_fn, "gold_fn", texts, torch.float64)  # on the CPU
         ended = (input_ids[:, ctx:] == tok.eos_token_id).any(1)
         if cfg.missing_eos_penalty is not None:
             scores = torch.where(ended, scores, scores - cfg.missing_eos_penalty)
@@ -553,14 +609,33 @@ class PPOTrainer:
             "lr": self.optimizer.param_groups[0]["lr"],
         }
         if self.gold_fn is not None:
-            metrics["gold/score"] = float(
-                torch.tensor(self.gold_fn(texts), dtype=torch.float64).mean()
-            )
+            metrics["gold/score"] = float(gold.mean())
         if self.kl_controller is not None:
             self.kl_controller.update(mean_kl, len(texts))
         metrics["time/step_seconds"] = time.perf_counter() - started
         self.history.append(metrics)
         return metrics
+
+    @torch.no_grad()
+    def _scores(self, function, name: str, texts: list[str], dtype) -> torch.Tensor:
+        """``function(texts)`` as a tensor of one finite score per text, or a clear error."""
+        raw = function(texts)
+        try:
+            scores = torch.as_tensor(raw, dtype=dtype)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"{name} must return numbers (a tensor, array or list of floats), one per text; "
+                f"got {type(raw).__name__} {raw!r:.80}."
+            ) from None
+        if scores.shape != (len(texts),):
+            raise ValueError(
+                f"{name} must return one score per text ({len(texts)}), got shape "
+                f"{tuple(scores.shape)}"
+            )
+        if not torch.isfinite(scores).all():
+            bad = [t for t, s in zip(texts, scores.tolist(), strict=True) if not math.isfinite(s)]
+            raise self._stopped(f"{name} returned NaN or inf (e.g. for {bad[0]!r})")
+        return scores
 
     def _stopped(self, what: str) -> FloatingPointError:
         return FloatingPointError(

@@ -67,6 +67,9 @@ def label_pairs(prompts, completions_a, completions_b, annotators, rng) -> dict:
     hidden metadata (``gold_chosen``, ``gold_rejected``, ``annotator``, ``p_chosen``,
     ``second_agrees``, ``gold_agrees``).
     """
+    prompts = checks.require_texts(prompts, "label_pairs", "prompts")
+    completions_a = checks.require_texts(completions_a, "label_pairs", "completions_a")
+    completions_b = checks.require_texts(completions_b, "label_pairs", "completions_b")
     if not len(prompts) == len(completions_a) == len(completions_b):
         raise ValueError("prompts, completions_a and completions_b must have the same length.")
     gold_a = np.array(gold_score([p + c for p, c in zip(prompts, completions_a, strict=True)]))

@@ -23,6 +23,7 @@ import random
 from dataclasses import dataclass
 
 # check_tokenizer_matches lives with the other checks; pages and tests import it from here too.
+from rlhf_lib import checks
 from rlhf_lib.checks import check_tokenizer_matches
 from rlhf_lib.runtime import local_folder
 
@@ -170,13 +171,14 @@ def generate_review(rng: random.Random) -> Review:
 def generate_reviews(n: int, seed: int = 0) -> list[Review]:
     """``n`` reviews, the same ones for the same ``seed`` (each review has its own sub-seed, so
     the first 100 reviews of ``generate_reviews(1000)`` are ``generate_reviews(100)``)."""
-    if not isinstance(n, int) or n < 0:
+    if not checks.is_int(n) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}.")
     return [generate_review(random.Random(f"{seed}-{i}")) for i in range(n)]
 
 
 def vader_compound(texts: list[str]) -> list[float]:
     """VADER's compound score in [-1, 1] for each text (the gold annotator's raw signal)."""
+    texts = checks.require_texts(texts, "vader_compound")
     try:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
     except ImportError:
@@ -205,6 +207,9 @@ def train_tokenizer(texts: list[str], vocab_size: int = 512):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
+    texts = checks.require_texts(texts, "train_tokenizer", allow_empty=False)
+    if not checks.is_int(vocab_size):
+        raise TypeError(f"vocab_size must be an int, got {vocab_size!r}.")
     if vocab_size < 256 + 3:
         raise ValueError(
             f"vocab_size must be at least 259 (256 bytes + 3 specials), got {vocab_size}."
@@ -234,6 +239,11 @@ def load_model_and_tokenizer(path, model_class, device=None):
     from transformers import AutoTokenizer
 
     path = local_folder(path, "model folder")  # a missing folder fails now, not after hub retries
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"The model folder {str(path)!r} holds no config.json: it is not a folder saved by "
+            "save_pretrained(). Pass the folder a stage function returned, e.g. sft_model_path()."
+        )
     model = model_class.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     check_tokenizer_matches(model, tokenizer)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from rlhf_lib import checks
 from rlhf_lib.reward_model import accuracy_history, score_texts
 
 
@@ -44,7 +45,12 @@ def accuracy_over_steps_figure(history: list[dict], ceiling: float | None = None
 
 def reward_vs_gold_figure(texts, rm_scores, gold_scores, groups=None) -> go.Figure:
     """The static reward explorer: reward-model score against hidden gold score, hover = text."""
+    texts = checks.require_texts(texts, "reward_vs_gold_figure")
     groups = groups if groups is not None else ["samples"] * len(texts)
+    if isinstance(groups, str):
+        raise TypeError("reward_vs_gold_figure: groups takes one name per text, not a string.")
+    checks.same_length("reward_vs_gold_figure", texts=texts, rm_scores=rm_scores,
+                       gold_scores=gold_scores, groups=groups)  # fmt: skip
     fig = go.Figure()
     for g in dict.fromkeys(groups):
         idx = [i for i, x in enumerate(groups) if x == g]

@@ -105,6 +105,30 @@ def _check_text_columns(dataset, columns, name) -> None:
                 )
 
 
+def _check_id_columns(dataset, columns, name, vocab_size) -> None:
+    """Every ``chosen_ids`` / ``rejected_ids`` entry is a non-empty list of the model's token ids
+    (an id past the embedding fails deep in the first training step; an empty list has nothing
+    to score)."""
+    for column in ("chosen_ids", "rejected_ids"):
+        if column not in columns:
+            continue
+        for row, ids in enumerate(dataset[column]):
+            if not ids:
+                raise PreferenceDataError(
+                    f"Column {column!r} of the {name} dataset holds an empty list of token ids in "
+                    f"row {row}: there is no text to score. Drop such rows, e.g. "
+                    f"dataset.filter(lambda r: len(r[{column!r}]) > 0)."
+                )
+            bad = [i for i in ids if not checks.is_int(i) or not 0 <= i < vocab_size]
+            if bad:
+                raise PreferenceDataError(
+                    f"Column {column!r} of the {name} dataset holds token id {bad[0]!r} in row "
+                    f"{row}, but the model's vocabulary has {vocab_size} tokens (ids 0.."
+                    f"{vocab_size - 1}): the ids come from another tokenizer. Tokenise the texts "
+                    "with the model's own tokenizer."
+                )
+
+
 def _warn_identical_pairs(dataset, columns, name) -> None:
     """A pair whose chosen and rejected texts are the same teaches nothing (its loss is log 2
     whatever the model does); a dataset of only such pairs would train at loss 0.693 forever."""
@@ -151,6 +175,7 @@ def check_preference_inputs(model, tokenizer, dataset, max_length: int | None, n
             f"The {name} dataset is empty: a reward model needs at least one preference pair."
         )
     _check_text_columns(dataset, columns, name)
+    _check_id_columns(dataset, columns, name, model.config.vocab_size)
     num_labels = getattr(model.config, "num_labels", None)
     if num_labels != 1:
         raise PreferenceDataError(
@@ -291,7 +316,16 @@ def score_texts(model, tokenizer, texts: list[str], batch_size: int = 256) -> np
     """The reward of each full text (prompt + completion), exactly as the trainer saw it:
     ``<|bos|> text <|eos|>``, padded on the right, read at the last real token."""
     texts = checks.require_texts(texts, "score_texts")
+    checks.argument("score_texts", "batch_size", batch_size, checks.ints)
     checks.require_pad_token(tokenizer, "score_texts")
+    checks.check_tokenizer_matches(model, tokenizer)  # another run's tokenizer: other token ids
+    no_pad = hasattr(model.config, "pad_token_id") and model.config.pad_token_id is None
+    if no_pad and len(texts) > 1:  # transformers' classifiers find the last token by the pad id
+        raise ValueError(
+            "score_texts: model.config.pad_token_id is None, so the model cannot find the last "
+            "real token of a padded batch. Set it: model.config.pad_token_id = "
+            "tokenizer.pad_token_id (reward_model_from_sft does)."
+        )
     device = next(model.parameters()).device
     eos, pad = tokenizer.eos_token, tokenizer.pad_token_id
     limit = getattr(model.config, "n_positions", None) or 10**9
@@ -323,6 +357,11 @@ def pairwise_metrics(r_chosen, r_rejected) -> dict:
     from rlhf_lib.reward import bradley_terry_loss
 
     rc, rr = np.asarray(r_chosen, dtype=float), np.asarray(r_rejected, dtype=float)
+    if rc.shape != rr.shape:
+        raise ValueError(
+            f"r_chosen and r_rejected must have one reward per pair each, got shapes {rc.shape} "
+            f"and {rr.shape}."
+        )
     return {
         "accuracy": float(np.mean(rc > rr)),
         "margin": float(np.mean(rc - rr)),
@@ -338,7 +377,11 @@ def calibration_table(r_chosen, r_rejected, n_bins: int = 8) -> dict:
     binned by prediction and the observed frequency is how often the first text was the chosen
     one. A calibrated model lies on the diagonal.
     """
-    d = np.asarray(r_chosen, dtype=float) - np.asarray(r_rejected, dtype=float)
+    checks.argument("calibration_table", "n_bins", n_bins, checks.ints)
+    rc = checks.finite_numbers(r_chosen, "calibration_table: r_chosen")
+    rr = checks.finite_numbers(r_rejected, "calibration_table: r_rejected")
+    checks.same_length("calibration_table", r_chosen=rc, r_rejected=rr)
+    d = rc - rr
     pred = 1 / (1 + np.exp(-np.concatenate([d, -d])))
     observed = np.concatenate([np.ones_like(d), np.zeros_like(d)])
     edges = np.linspace(0, 1, n_bins + 1)
@@ -379,6 +422,11 @@ def probe_edits(model, tokenizer, texts: list[str]) -> dict:
     guard). Returns the mean change of both scores per edit, and one edited example.
     """
     from rlhf_lib.annotators import gold_score
+
+    texts = checks.require_texts(texts, "probe_edits", allow_empty=False)
+    empty = [i for i, t in enumerate(texts) if not t.split()]
+    if empty:
+        raise ValueError(f"probe_edits: texts[{empty[0]}] has no words to edit.")
 
     def exclaim(t):
         return t[:-1] + "!" if t.endswith(".") else t + "!"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+from numbers import Integral
 from pathlib import Path
 
 from tqdm.std import tqdm as tqdm_std
@@ -66,7 +67,17 @@ def local_folder(path, what: str = "model folder") -> Path:
     ``from_pretrained`` takes a string it cannot find on disk for a hub id and, online, retries
     the hub for ~20 s before it fails; the book only ever loads folders it saved.
     """
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise ValueError(
+            f"The {what} must be a path, got {path!r}: pass the folder a stage function "
+            "returned, for example sft_model_path()."
+        )
     folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(
+            f"The {what} {str(path)!r} is a file, not a folder: pass the folder that holds the "
+            "saved files (config.json, ...), for example what sft_model_path() returned."
+        )
     if not folder.is_dir():
         raise FileNotFoundError(
             f"The {what} {str(path)!r} does not exist on this machine. The book loads only folders "
@@ -78,11 +89,12 @@ def local_folder(path, what: str = "model folder") -> Path:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) so a chapter gives the same numbers each run."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int in [0, 2**32) (NumPy's range), got {seed!r}")
     import numpy as np
     import torch
 
+    seed = int(seed)  # a NumPy integer is a seed too; random.seed takes only int
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device

@@ -43,6 +43,11 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(d_model))  # β
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.weight.shape[0]:
+            raise ValueError(
+                f"LayerNorm({self.weight.shape[0]}) normalises vectors of {self.weight.shape[0]} "
+                f"features, got input of shape {tuple(x.shape)}."
+            )
         mean = x.mean(dim=-1, keepdim=True)
         var = x.var(dim=-1, keepdim=True, unbiased=False)
         return self.weight * (x - mean) / torch.sqrt(var + self.eps) + self.bias
@@ -183,6 +188,7 @@ class TransformerConfig:
                     "n_encoder_layers", "n_decoder_layers", "max_len")  # fmt: skip
         checks.ints(self, "pad_id", "bos_id", "eos_id", minimum=0)
         checks.numbers(self, "dropout", low=0, high=1, high_open=True)
+        checks.bools(self, "norm_first")
         checks.multiple_of(self, "d_model", "n_heads", "each head gets d_model / n_heads dims")
         if self.positional == "sinusoidal" and self.d_model % 2:
             raise checks.ConfigError(
@@ -258,6 +264,13 @@ class Seq2SeqTransformer(nn.Module):
         return self.lm_head(self.decoder_norm(x))
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        batches = {len(t) for t in (src, tgt_in) if isinstance(t, torch.Tensor) and t.dim() == 2}
+        if len(batches) > 1:
+            raise ValueError(
+                f"src and tgt_in must hold the same number of sequences (row b of tgt_in is the "
+                f"translation of row b of src), got src {tuple(src.shape)} and tgt_in "
+                f"{tuple(tgt_in.shape)}."
+            )
         memory, src_mask = self.encode(src)
         return self.decode(tgt_in, memory, src_mask)
 
@@ -276,10 +289,16 @@ class Seq2SeqTransformer(nn.Module):
             max_new_tokens = c.max_len - 1
         if not checks.is_int(max_new_tokens) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}.")
+        if max_new_tokens > c.max_len - 1:
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} does not fit: the output starts with bos_id and "
+                f"the model reads at most config.max_len={c.max_len} positions, so at most "
+                f"{c.max_len - 1} tokens can be generated. Ask for fewer, or max_new_tokens=None."
+            )
         memory, src_mask = self.encode(src)
         out = torch.full((src.shape[0], 1), c.bos_id, dtype=torch.long, device=src.device)
         done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
-        for _ in range(min(max_new_tokens, c.max_len - 1)):
+        for _ in range(max_new_tokens):
             next_token = self.decode(out, memory, src_mask)[:, -1].argmax(-1)  # (B,)
             next_token = next_token.masked_fill(done, c.pad_id)
             out = torch.cat([out, next_token[:, None]], dim=1)
@@ -295,8 +314,15 @@ class Seq2SeqTransformer(nn.Module):
         ``"decoder self-attention"`` and ``"cross-attention"``: the format
         :func:`rlhf_lib.explorer.attention_figure` draws.
         """
-        if self.encoder[0].self_attn.last_weights is None:
+        last = self.encoder[0].self_attn.last_weights
+        if last is None:
             raise RuntimeError("run the model (forward or greedy_decode) before asking for maps.")
+        batch = last.shape[0]
+        if not checks.is_int(index) or not -batch <= index < batch:
+            raise IndexError(
+                f"index={index!r} is not an example of the last forward pass, which had a batch of "
+                f"{batch}: use 0..{batch - 1}."
+            )
 
         def per_layer(modules):
             return [[w.cpu().numpy() for w in m.last_weights[index]] for m in modules]

@@ -7,42 +7,105 @@ tiny models built from configs are used; no stage is built.
 """
 
 import copy
+import json
 import math
+import os
+import shutil
 import time
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+from transformers import (
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
-from rlhf_lib import beyond_ppo, ppo
-from rlhf_lib.annotators import Annotator, AnnotatorPoolConfig
+from rlhf_lib import beyond_ppo, cache, performance, ppo
+from rlhf_lib.annotators import (
+    Annotator,
+    AnnotatorPoolConfig,
+    annotate,
+    degeneracy_reasons,
+    expected_agreement,
+    gold_score,
+    make_annotators,
+    measured_agreement,
+    noise_ceiling,
+)
 from rlhf_lib.attention import (
     MultiHeadAttention,
     causal_mask,
     padding_mask,
     scaled_dot_product_attention,
+    sinusoidal_positional_encoding,
 )
 from rlhf_lib.base_model import BaseModelConfig, make_model
-from rlhf_lib.beyond_ppo import MethodRunConfig, evaluate_policy, grpo_advantages, rloo_advantages
+from rlhf_lib.beyond_ppo import (
+    MethodRunConfig,
+    dpo_loss,
+    evaluate_policy,
+    grpo_advantages,
+    rloo_advantages,
+)
 from rlhf_lib.checks import ConfigError
-from rlhf_lib.decoding import generate
-from rlhf_lib.gpt import GPT, GPTConfig, LLaMA, LLaMAConfig
-from rlhf_lib.ppo import PPOConfig, PPOTrainer
-from rlhf_lib.preferences import PreferenceConfig
-from rlhf_lib.reviews import generate_reviews, load_model_and_tokenizer, train_tokenizer
+from rlhf_lib.dashboard import (
+    gold_vs_kl_figure,
+    overoptimisation_figure,
+    overoptimisation_verdict,
+    ppo_dashboard,
+    smooth,
+)
+from rlhf_lib.decoding import (
+    apply_temperature,
+    decoding_explorer_figure,
+    generate,
+    next_token,
+    sample_settings,
+    top_k_filter,
+    top_p_filter,
+)
+from rlhf_lib.explorer import attention_figure, positional_encoding_figure
+from rlhf_lib.gpt import GPT, GPTConfig, LLaMA, LLaMAConfig, kv_cache_bytes, rope_cos_sin
+from rlhf_lib.ppo import (
+    AdaptiveKLController,
+    PPOConfig,
+    PPOTrainer,
+    clipped_policy_loss,
+    clipped_value_loss,
+    compute_gae,
+    kl_estimate,
+    whiten,
+)
+from rlhf_lib.preferences import PreferenceConfig, label_pairs
+from rlhf_lib.reviews import (
+    generate_reviews,
+    load_model_and_tokenizer,
+    train_tokenizer,
+    vader_compound,
+)
+from rlhf_lib.reward import bradley_terry_loss
+from rlhf_lib.reward_figures import reward_vs_gold_figure
 from rlhf_lib.reward_model import (
     PreferenceDataError,
     RewardModelConfig,
+    calibration_table,
     check_preference_inputs,
     make_trainer,
+    pairwise_metrics,
+    probe_edits,
     reward_model_from_sft,
     score_texts,
 )
 from rlhf_lib.rlhf_run import RLHFRunConfig
+from rlhf_lib.runtime import local_folder, seed_everything
 from rlhf_lib.sft import SFTStageConfig, sample_completions
-from rlhf_lib.transformer import Seq2SeqTransformer, TransformerConfig
+from rlhf_lib.transformer import LayerNorm, Seq2SeqTransformer, TransformerConfig
 from rlhf_lib.translation import TranslationConfig
 
 NAN, INF = math.nan, math.inf
@@ -77,6 +140,10 @@ CONFIG_CASES = [  # (id, config class, fields, message pattern[, exception])
     ("ppo-unknown-estimator", PPOConfig, {"kl_estimator": "k9"},
      r"PPOConfig\.kl_estimator must be one of \('k1', 'k2', 'k3'\)"),
     ("ppo-negative-seed", PPOConfig, {"seed": -1}, r"PPOConfig\.seed must be an int >= 0"),
+    ("ppo-adaptive-kl-from-zero", PPOConfig, {"kl_coef": 0.0, "target_kl": 6.0},
+     r"PPOConfig\.kl_coef must be > 0 when target_kl is set.*kl_coef=0\.05"),
+    ("ppo-kl-horizon-below-batch", PPOConfig, {"target_kl": 6.0, "kl_horizon": 1},
+     r"PPOConfig\.kl_horizon=1 must be at least batch_size=32 when target_kl is set"),
     # GRPO / RLOO / DPO runs (chapter 6)
     ("method-negative-beta", MethodRunConfig, {"beta": -0.1},
      r"MethodRunConfig\.beta must be a finite number >= 0, got -0\.1"),
@@ -143,7 +210,13 @@ CONFIG_CASES = [  # (id, config class, fields, message pattern[, exception])
      r"d_model=15 must be even for sinusoidal positions"),
     ("transformer-dropout-one", TransformerConfig, {"dropout": 1.0},
      r"TransformerConfig\.dropout .* \[0, 1\)"),
+    ("transformer-norm-first-string", TransformerConfig, {"norm_first": "False"},
+     r"TransformerConfig\.norm_first must be True or False, got 'False'"),
     ("gpt-zero-heads", GPTConfig, {"n_head": 0}, r"GPTConfig\.n_head must be a positive int"),
+    ("gpt-causal-string", GPTConfig, {"causal": "False"},
+     r"GPTConfig\.causal must be True or False, got 'False'"),
+    ("llama-tie-string", LLaMAConfig, {"tie_word_embeddings": "no"},
+     r"LLaMAConfig\.tie_word_embeddings must be True or False"),
     ("llama-zero-kv-heads", LLaMAConfig, {"n_kv_head": 0}, r"LLaMAConfig\.n_kv_head"),
     ("llama-rope-theta-nan", LLaMAConfig, {"rope_theta": NAN}, r"LLaMAConfig\.rope_theta"),
     # preferences and annotators (chapters 3-4)
@@ -214,6 +287,11 @@ def ppo_trainer(tokenizer, models=None, prompts=PROMPTS, **overrides):
     return PPOTrainer(config, policy, ref, value, tokenizer, prompts, count_letter_e)
 
 
+def ppo_with(tokenizer, reward_fn=count_letter_e, gold_fn=None):
+    config = PPOConfig(total_steps=1, batch_size=8, mini_batch_size=4, max_new_tokens=6)
+    return PPOTrainer(config, *tiny_models(tokenizer), tokenizer, PROMPTS, reward_fn, gold_fn)
+
+
 def _no_pad(tokenizer):
     tokenizer = copy.deepcopy(tokenizer)
     tokenizer.pad_token = None
@@ -263,6 +341,20 @@ PPO_CASES = [
     ("reward-not-callable", lambda a, b: PPOTrainer(PPOConfig(), *tiny_models(a), a, PROMPTS,
                                                     reward_fn=None),
      TypeError, r"reward_fn must be a function"),
+    ("prompts-a-set", lambda a, b: ppo_trainer(a, prompts=set(PROMPTS)),
+     TypeError, r"got a set: a set's order changes.*sorted\(prompts\)"),
+    ("gold-not-callable", lambda a, b: ppo_with(a, gold_fn=[1.0]),
+     TypeError, r"gold_fn must be a function"),
+    ("gold-one-value-for-a-batch", lambda a, b: ppo_with(a, gold_fn=lambda t: [1.0]).step(),
+     ValueError, r"gold_fn must return one score per text \(8\), got shape \(1,\)"),
+    ("reward-returns-strings", lambda a, b: ppo_with(a, reward_fn=lambda t: ["1"] * len(t)).step(),
+     TypeError, r"reward_fn must return numbers"),
+    ("generate-one-string", lambda a, b: ppo_trainer(a).generate("the film"),
+     TypeError, r"PPOTrainer\.generate takes a list of prompts"),
+    ("generate-no-prompts", lambda a, b: ppo_trainer(a).generate([]),
+     ValueError, r"PPOTrainer\.generate got an empty list of prompts"),
+    ("score-tokenizer-of-another-run", lambda a, b: score_texts(tiny_models(a)[2], b, ["Fun."]),
+     ValueError, r"vocabulary is not the one the model was trained with"),
 ]  # fmt: skip
 
 
@@ -342,6 +434,16 @@ def pairs(chosen, rejected):
                               "rejected": rejected})  # fmt: skip
 
 
+def id_pairs(chosen_ids):
+    return Dataset.from_dict({"chosen_ids": chosen_ids, "rejected_ids": [[1, 6, 2]] * 2})
+
+
+def _no_pad_id(model):
+    model = copy.deepcopy(model)
+    model.config.pad_token_id = None
+    return model
+
+
 GOOD, BAD = [" was great.", " was fun."], [" was awful.", " was dull."]
 DATA_CASES = [
     ("preference-none-entry", lambda m, t: check_preference_inputs(
@@ -362,6 +464,22 @@ DATA_CASES = [
      TypeError, r"texts\[1\] is int"),
     ("score-tokenizer-without-pad", lambda m, t: score_texts(m, _no_pad(t), ["The plot."]),
      ValueError, r"score_texts pads batches, but the tokenizer has no pad token"),
+    ("preference-id-past-vocab", lambda m, t: check_preference_inputs(
+        m, t, id_pairs([[1, 999, 2], [1, 5, 2]]), None),
+     PreferenceDataError, r"'chosen_ids' of the train dataset holds token id 999 in row 0.*300"),
+    ("preference-empty-ids", lambda m, t: check_preference_inputs(
+        m, t, id_pairs([[1, 4, 2], []]), None),
+     PreferenceDataError, r"'chosen_ids' .* holds an empty list of token ids in row 1"),
+    ("score-negative-batch", lambda m, t: score_texts(m, t, ["Great.", "Dull."], batch_size=-1),
+     ConfigError, r"score_texts\.batch_size must be a positive int, got -1"),
+    ("score-zero-batch", lambda m, t: score_texts(m, t, ["Great."], batch_size=0),
+     ConfigError, r"score_texts\.batch_size must be a positive int, got 0"),
+    ("score-model-without-pad-id", lambda m, t: score_texts(_no_pad_id(m), t, ["A.", "B."]),
+     ValueError, r"model\.config\.pad_token_id is None.*= tokenizer\.pad_token_id"),
+    ("probe-no-texts", lambda m, t: probe_edits(m, t, []),
+     ValueError, r"probe_edits got an empty list of texts"),
+    ("probe-empty-text", lambda m, t: probe_edits(m, t, [""]),
+     ValueError, r"probe_edits: texts\[0\] has no words"),
 ]  # fmt: skip
 
 
@@ -399,6 +517,14 @@ SAMPLING_CASES = [
     ("evaluate-tokenizer-without-pad", lambda m, t: evaluate_policy(
         m, m, _no_pad(t), PROMPTS, m, t),
      ValueError, r"evaluate_policy pads batches.*no pad token"),
+    ("evaluate-no-prompts", lambda m, t: evaluate_policy(m, m, t, [], m, t),
+     ValueError, r"evaluate_policy got an empty list of prompts"),
+    ("evaluate-zero-tokens", lambda m, t: evaluate_policy(m, m, t, PROMPTS, m, t,
+                                                         max_new_tokens=0),
+     ConfigError, r"evaluate_policy\.max_new_tokens must be a positive int, got 0"),
+    ("evaluate-past-context", lambda m, t: evaluate_policy(m, m, t, PROMPTS, m, t,
+                                                          max_new_tokens=100),
+     ValueError, r"max_new_tokens=100 exceeds the policy's context of 64.*at most"),
 ]  # fmt: skip
 
 
@@ -629,3 +755,505 @@ def test_train_causal_lm_checks_its_arguments_before_training(overrides, match):
     with pytest.raises(ConfigError, match=match):
         train_causal_lm(model, torch.randint(0, 12, (4, 8)), **kwargs)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_method_run_checks_its_evaluation_length_before_training(small_policy, monkeypatch):
+    policy, tokenizer = small_policy
+    monkeypatch.setattr(beyond_ppo, "load_reward_model", lambda config: (None, None))
+    config = MethodRunConfig(eval_max_new_tokens=100)  # the policy reads 64 positions
+    with pytest.raises(ValueError, match=r"MethodRunConfig\.eval_max_new_tokens: .* of 64"):
+        beyond_ppo.Checkpoints(config, policy, tokenizer, total_steps=10, samples_per_step=1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. The library's functions refuse what would give a silently wrong result (a second tour)
+# ---------------------------------------------------------------------------------------------
+
+
+def tiny_hf(model_class=GPT2LMHeadModel, **overrides):
+    torch.manual_seed(0)
+    if model_class is LlamaForCausalLM:
+        return LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
+                                            num_hidden_layers=1, num_attention_heads=2,
+                                            num_key_value_heads=1)).eval()  # fmt: skip
+    config = {"vocab_size": 50, "n_positions": 16, "n_embd": 16, "n_layer": 1, "n_head": 2}
+    return GPT2LMHeadModel(GPT2Config(**(config | overrides))).eval()
+
+
+def _load_without_bias():
+    return MultiHeadAttention(8, 2).load_from_torch(torch.nn.MultiheadAttention(8, 2, bias=False))
+
+
+RNG = np.random.default_rng(0)
+B3, LOGITS = torch.ones(3, 3), torch.randn(2, 50)
+FUNCTION_CASES = [  # (id, call, exception, message pattern)
+    # PPO's numerical core (chapter 5)
+    ("whiten-integers", lambda: whiten(torch.tensor([[1, 2, 3]])),
+     TypeError, r"floating-point tensor, got torch\.int64: pass x\.float\(\)"),
+    ("kl-of-lists", lambda: kl_estimate([[-1.0]], [[-2.0]]),
+     TypeError, r"logprobs must be a torch\.Tensor, got list"),
+    ("gae-gamma-string", lambda: compute_gae(B3, B3, "0.9", 0.9),
+     ValueError, r"gamma must lie in \[0, 1\] \(a number\), got '0\.9'"),
+    ("policy-loss-negative-clip", lambda: clipped_policy_loss(B3, B3, B3, B3, -0.2),
+     ConfigError, r"clipped_policy_loss\.cliprange must be a finite number in \(0, 1\)"),
+    ("policy-loss-flat-advantages-b-equals-t", lambda: clipped_policy_loss(
+        B3, B3, torch.ones(3), B3, 0.2),
+     ValueError, r"advantages must have the shape of logprobs \(3, 3\).*advantages\[:, None\]"),
+    ("policy-loss-flat-advantages", lambda: clipped_policy_loss(
+        torch.ones(2, 3), torch.ones(2, 3), torch.ones(2), torch.ones(2, 3), 0.2),
+     ValueError, r"got \(2,\)\. For one value per sequence pass advantages\[:, None\]"),
+    ("value-loss-negative-clip", lambda: clipped_value_loss(B3, B3, B3, B3, -0.2),
+     ConfigError, r"clipped_value_loss\.cliprange_value must be a finite number > 0"),
+    ("adaptive-kl-from-zero", lambda: AdaptiveKLController(0.0, 6.0, 10_000),
+     ConfigError, r"AdaptiveKLController\.init_kl_coef must be a finite number > 0, got 0\.0"),
+    ("adaptive-kl-step-past-horizon", lambda: AdaptiveKLController(0.1, 6.0, 10).update(0.0, 32),
+     ValueError, r"n_samples must be an int in \[1, horizon=10\].*β negative"),
+    # reward model loss (chapter 4)
+    ("bt-margin-column", lambda: bradley_terry_loss(torch.ones(4), torch.zeros(4),
+                                                    margin=torch.ones(4, 1)),
+     ValueError, r"margin must be one number or one per pair.*\(4, 1\)\. .*margin\.view\(-1\)"),
+    ("bt-margin-wrong-length", lambda: bradley_terry_loss(torch.ones(4), torch.zeros(4),
+                                                          margin=torch.ones(3)),
+     ValueError, r"rewards' shape \(4,\); got shape \(3,\)"),
+    ("bt-margin-string", lambda: bradley_terry_loss(torch.ones(2), torch.zeros(2), margin="0.5"),
+     TypeError, r"margin must be a finite number or per-pair margins, got '0\.5'"),
+    ("bt-negative-centering", lambda: bradley_terry_loss(torch.ones(2), torch.zeros(2),
+                                                         center_rewards_coefficient=-1.0),
+     ConfigError, r"bradley_terry_loss\.center_rewards_coefficient must be .* >= 0"),
+    # GRPO, RLOO and DPO (chapter 6)
+    ("grpo-2d-rewards", lambda: grpo_advantages(torch.ones(2, 4), 4),
+     ValueError, r"got shape \(2, 4\)\. Flatten it: rewards\.view\(-1\)"),
+    ("grpo-zero-eps", lambda: grpo_advantages(torch.ones(4), 4, eps=0),
+     ConfigError, r"grpo_advantages\.eps must be a finite number > 0, got 0"),
+    ("grpo-negative-eps", lambda: grpo_advantages(torch.tensor([1.0, 1.0001]), 2, eps=-1e-4),
+     ConfigError, r"grpo_advantages\.eps must be a finite number > 0"),
+    ("dpo-column-next-to-flat", lambda: dpo_loss(torch.ones(3, 1), *[torch.ones(3)] * 3),
+     ValueError, r"dpo_loss: these tensors must have the same shape.*\(3, 1\)"),
+    ("dpo-lengths-differ", lambda: dpo_loss(torch.ones(3), torch.ones(2), torch.ones(3),
+                                            torch.ones(3)),
+     ValueError, r"'policy_rejected_logps': \(2,\)"),
+    ("dpo-negative-beta", lambda: dpo_loss(*[torch.ones(3)] * 4, beta=-0.1),
+     ConfigError, r"dpo_loss\.beta must be a finite number > 0, got -0\.1"),
+    # GPT-2 and LLaMA (chapter 2)
+    ("gpt-no-tokens", lambda: tiny_gpt()(torch.zeros(1, 0, dtype=torch.long)),
+     ValueError, r"idx has no tokens \(shape \[B, 0\]\).*BOS"),
+    ("llama-no-tokens", lambda: tiny_llama()(torch.zeros(1, 0, dtype=torch.long)),
+     ValueError, r"idx has no tokens"),
+    ("rope-odd-head-dim", lambda: rope_cos_sin(torch.arange(4), 7),
+     ValueError, r"head_dim must be an even int >= 2.*got 7"),
+    ("kv-cache-negative-layers", lambda: kv_cache_bytes(-2, 2, 64, 100),
+     ConfigError, r"kv_cache_bytes\.n_layer must be an int >= 0, got -2"),
+    ("from-hf-untied-head", lambda: GPT.from_hf(tiny_hf(tie_word_embeddings=False)),
+     ValueError, r"tie_word_embeddings=False, but this GPT implements tie_word_embeddings=True"),
+    ("from-hf-unscaled-attention", lambda: GPT.from_hf(tiny_hf(scale_attn_weights=False)),
+     ValueError, r"scale_attn_weights=False"),
+    ("from-hf-layer-scaled-attention", lambda: GPT.from_hf(
+        tiny_hf(scale_attn_by_inverse_layer_idx=True)),
+     ValueError, r"scale_attn_by_inverse_layer_idx=True"),
+    ("from-hf-narrow-mlp", lambda: GPT.from_hf(tiny_hf(n_inner=24)),
+     ValueError, r"n_inner=24, but this GPT implements n_inner=64"),
+    ("gpt-from-llama", lambda: GPT.from_hf(tiny_hf(LlamaForCausalLM)),
+     ValueError, r"GPT\.from_hf loads a 'gpt2' model; this one is 'llama': use LLaMA\.from_hf"),
+    ("llama-from-gpt2", lambda: LLaMA.from_hf(tiny_hf()),
+     ValueError, r"use GPT\.from_hf"),
+    # the Transformer and attention (chapter 1)
+    ("greedy-past-max-len", lambda: tiny_seq2seq().greedy_decode(IDS, max_new_tokens=100),
+     ValueError, r"max_new_tokens=100 does not fit.*at most 11 tokens"),
+    ("seq2seq-batch-mismatch", lambda: tiny_seq2seq()(IDS.repeat(2, 1), IDS[:, :2]),
+     ValueError, r"src and tgt_in must hold the same number of sequences"),
+    ("attention-maps-index", lambda: (lambda m: (m(IDS, IDS[:, :2]), m.attention_maps(5)))(
+        tiny_seq2seq()),
+     IndexError, r"index=5 is not an example of the last forward pass.*batch of 1"),
+    ("layer-norm-width", lambda: LayerNorm(16)(torch.randn(2, 8)),
+     ValueError, r"LayerNorm\(16\) normalises vectors of 16 features, got .*\(2, 8\)"),
+    ("multihead-dropout-nan", lambda: MultiHeadAttention(8, 2, dropout=NAN),
+     ConfigError, r"MultiHeadAttention\.dropout must be a finite number in \[0, 1\), got nan"),
+    ("causal-mask-bool", lambda: causal_mask(True),
+     ValueError, r"T must be a positive int .*got True"),
+    ("padding-mask-lists", lambda: padding_mask([[1, 2, 0]], 0),
+     TypeError, r"tokens must be a torch\.Tensor \[B, T\], got list"),
+    ("padding-mask-no-pad-id", lambda: padding_mask(torch.tensor([[1, 2, 0]]), None),
+     TypeError, r"pad_id must be the int id of the padding token, got None"),
+    ("multihead-kv-width", lambda: MultiHeadAttention(8, 2)(Q, torch.randn(2, 5, 6)),
+     ValueError, r"x_kv must have shape \[B, T, d_model=8\], got \(2, 5, 6\)"),
+    ("multihead-kv-2d", lambda: MultiHeadAttention(8, 2)(Q, torch.randn(5, 8)),
+     ValueError, r"x_kv must have shape \[B, T, d_model=8\], got \(5, 8\)"),
+    ("multihead-double-input", lambda: MultiHeadAttention(8, 2)(Q.double()),
+     TypeError, r"x_q is torch\.float64 but the module's weights are torch\.float32"),
+    ("load-from-torch-without-bias", _load_without_bias,
+     ValueError, r"bias=False and this one bias=True.*MultiHeadAttention\(d_model, n_heads, "),
+    # decoding (chapter 2)
+    ("generate-gpt-with-cache", lambda: generate(tiny_gpt(), IDS, 3),
+     ValueError, r"GPT keeps no KV cache.*pass use_cache=False"),
+    ("generate-empty-prompt", lambda: generate(tiny_hf_gpt2(), torch.zeros(1, 0).long(), 3),
+     ValueError, r"input_ids holds no tokens.*BOS"),
+    ("top-k-float", lambda: generate(tiny_hf_gpt2(), IDS, 3, top_k=2.5),
+     ValueError, r"top_k must be a positive int \(or None to keep all\), got 2\.5"),
+    ("top-k-nan", lambda: top_k_filter(LOGITS, NAN), ValueError, r"top_k .* got nan"),
+    ("top-k-bool", lambda: top_k_filter(LOGITS, True), ValueError, r"top_k .* got True"),
+    ("next-token-all-masked", lambda: next_token(torch.full((1, 5), -INF)),
+     ValueError, r"every logit of a row is -inf"),
+    ("next-token-nan", lambda: next_token(torch.tensor([[0.0, NAN, 1.0]])),
+     ValueError, r"the logits hold NaN or \+inf"),
+    ("top-p-string", lambda: top_p_filter(LOGITS, "0.9"),
+     ValueError, r"top_p must be a number in \(0, 1\], got '0\.9'"),
+    ("temperature-string", lambda: apply_temperature(LOGITS, "1.0"),
+     ValueError, r"temperature must be a number > 0, got '1\.0'"),
+    ("setting-without-name", lambda: sample_settings(None, None, "p", [{"temperature": 0.5}]),
+     ValueError, r"settings\[0\] must be a dict with a 'name'"),
+    ("settings-zero-samples", lambda: sample_settings(None, None, "p", n=0),
+     ConfigError, r"sample_settings\.n must be a positive int, got 0"),
+    ("explorer-one-string", lambda: decoding_explorer_figure("p", {"greedy": "one text"}),
+     TypeError, r"takes a list of samples\['greedy'\]; wrap a single one as \[text\]"),
+    # reward-model evaluation and figures (chapter 4)
+    ("metrics-lengths-differ", lambda: pairwise_metrics([1, 2, 3], [0, 1]),
+     ValueError, r"one reward per pair each, got shapes \(3,\) and \(2,\)"),
+    ("calibration-lengths-differ", lambda: calibration_table([1, 2, 3], [0, 0]),
+     ValueError, r"r_chosen, r_rejected must have the same length"),
+    ("calibration-no-bins", lambda: calibration_table([1.0, 2.0], [0.0, 0.0], n_bins=0),
+     ConfigError, r"calibration_table\.n_bins must be a positive int, got 0"),
+    ("calibration-nan-reward", lambda: calibration_table([1.0, NAN], [0.0, 0.0]),
+     ValueError, r"r_chosen holds nan at index 1"),
+    ("figure-scores-short", lambda: reward_vs_gold_figure(["a", "b", "c"], [0.1, 0.2], [0] * 3),
+     ValueError, r"'rm_scores': 2"),
+    ("figure-groups-short", lambda: reward_vs_gold_figure(["a", "b", "c"], [0] * 3, [0] * 3,
+                                                         groups=["g1"]),
+     ValueError, r"'groups': 1"),
+    ("figure-texts-one-string", lambda: reward_vs_gold_figure("abc", [0] * 3, [0] * 3),
+     TypeError, r"reward_vs_gold_figure takes a list of texts"),
+    # annotators, reviews and preference pairs (chapters 2-4)
+    ("gold-score-none", lambda: gold_score([None]), TypeError, r"texts\[0\] is NoneType"),
+    ("annotate-no-annotators", lambda: annotate([0.1], [0.2], [], RNG),
+     ValueError, r"annotate needs at least one annotator: pass make_annotators\(\)"),
+    ("annotate-nan-gold", lambda: annotate([NAN] * 5, [0.0] * 5, make_annotators(), RNG),
+     ValueError, r"annotate: gold_a holds nan at index 0 \(5 non-finite values\)"),
+    ("annotate-no-rng", lambda: annotate([0.1], [0.2], make_annotators(), None),
+     TypeError, r"rng must be a numpy\.random\.Generator or an int seed.*default_rng\(seed\)"),
+    ("agreement-no-pairs", lambda: measured_agreement([], [], *make_annotators()[:2]),
+     ValueError, r"measured_agreement needs at least one pair"),
+    ("ceiling-no-annotators", lambda: noise_ceiling([0.1], [0.2], []),
+     ValueError, r"noise_ceiling needs at least one annotator"),
+    ("expected-agreement-no-pairs", lambda: expected_agreement([], [], *make_annotators()[:2]),
+     ValueError, r"expected_agreement needs at least one pair"),
+    ("degeneracy-of-none", lambda: degeneracy_reasons(None),
+     TypeError, r"degeneracy_reasons takes one text \(a string\), got NoneType"),
+    ("annotators-from-dict", lambda: make_annotators({"temperatures": [0.1]}),
+     TypeError, r"make_annotators\.config must be a AnnotatorPoolConfig, got dict.*\*\*your_dict"),
+    ("reviews-bool-count", lambda: generate_reviews(True),
+     ValueError, r"n must be a non-negative int, got True"),
+    ("tokenizer-no-texts", lambda: train_tokenizer([], 512),
+     ValueError, r"train_tokenizer got an empty list of texts"),
+    ("tokenizer-one-string", lambda: train_tokenizer("one long review. " * 20, 300),
+     TypeError, r"train_tokenizer takes a list of texts; wrap a single one as \[text\]"),
+    ("tokenizer-none-text", lambda: train_tokenizer([None, "a"], 300),
+     TypeError, r"texts\[0\] is NoneType"),
+    ("tokenizer-vocab-string", lambda: train_tokenizer(["a b"], "512"),
+     TypeError, r"vocab_size must be an int, got '512'"),
+    ("tokenizer-vocab-float", lambda: train_tokenizer(["a b"], 300.5),
+     TypeError, r"vocab_size must be an int, got 300\.5"),
+    ("vader-one-string", lambda: vader_compound("good"),
+     TypeError, r"vader_compound takes a list of texts"),
+    ("label-pairs-no-annotators", lambda: label_pairs(["a"], ["x"], ["y"], [], RNG),
+     ValueError, r"needs at least one annotator"),
+    ("label-pairs-none-completion", lambda: label_pairs(["a"], [None], ["y"], make_annotators(),
+                                                        RNG),
+     TypeError, r"label_pairs: completions_a\[0\] is NoneType"),
+    ("label-pairs-strings", lambda: label_pairs("ab", "xy", "zw", make_annotators(), RNG),
+     TypeError, r"label_pairs takes a list of prompts"),
+    # seeds and folders
+    ("seed-past-numpy-range", lambda: seed_everything(2**32),
+     ValueError, r"seed must be an int in \[0, 2\*\*32\)"),
+    ("folder-empty-string", lambda: local_folder(""),
+     ValueError, r"The model folder must be a path, got ''.*sft_model_path\(\)"),
+    ("folder-none", lambda: local_folder(None), ValueError, r"must be a path, got None"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [pytest.param(call, error, match, id=case) for case, call, error, match in FUNCTION_CASES],
+)
+def test_functions_refuse_what_would_be_silently_wrong(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def _build_writing(*names, link=None, manifest=False):
+    def build(folder):
+        for name in names:
+            (folder / name).write_text("x")
+        if link:  # (link name, target): an absolute link into the folder or outside it
+            os.symlink(link[1] if os.path.isabs(link[1]) else folder / link[1], folder / link[0])
+        if manifest:
+            (folder / cache.MANIFEST).write_text(json.dumps({"my": "metadata"}))
+
+    return build
+
+
+def _recursive(folder):
+    cache.cached_stage("rec", {}, _recursive, verbose=False)
+
+
+def _read_a_file_the_stage_never_had(tmp_path):
+    path = cache.cached_stage("typo", {}, _build_writing("a.txt"), verbose=False)
+    with cache.loading_stage(path):
+        (path / "no_such_file.json").read_text()
+
+
+def _load_broken_json_of_my_own(tmp_path):
+    mine = tmp_path / "my_own_data"
+    mine.mkdir()
+    (mine / "d.json").write_text("{bad")
+    with cache.loading_stage(mine):  # not a stage: the error is the reader's, unchanged
+        json.loads((mine / "d.json").read_text())
+
+
+def _empty_model_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    return load_model_and_tokenizer(tmp_path / "empty", GPT2LMHeadModel)
+
+
+def _a_file(tmp_path):
+    (tmp_path / "weights.bin").write_text("x")
+    return local_folder(tmp_path / "weights.bin")
+
+
+CACHE_AND_FOLDER_CASES = [  # (id, call(tmp_path), exception, message pattern)
+    ("stage-name-int", lambda tmp: cache.cached_stage(5, {}, _build_writing("a")),
+     TypeError, r"A stage name must be a string, got int 5"),
+    ("config-int-key", lambda tmp: cache.stage_path("t", {1: "a"}),
+     TypeError, r"dict keys must be strings, got 1 in config: .*share a stage"),
+    ("config-nested-int-key", lambda tmp: cache.stage_path("t", {"a": {2: "x"}, "b": 1}),
+     TypeError, r"got 2 in config\['a'\]"),
+    ("build-asks-for-itself", lambda tmp: cache.cached_stage("rec", {}, _recursive),
+     RuntimeError, r"The build of stage 'rec' asked for the same stage"),
+    ("build-writes-stage-json", lambda tmp: cache.cached_stage(
+        "own", {}, _build_writing("a", manifest=True)),
+     ValueError, r"wrote a file named stage\.json .* reserved .* metadata\.json"),
+    ("build-links-a-file", lambda tmp: cache.cached_stage(
+        "link", {}, _build_writing("a", link=("b", "a"))),
+     ValueError, r"made a symbolic link b: .*shutil\.copy"),
+    ("build-links-a-folder", lambda tmp: cache.cached_stage(
+        "linkdir", {}, _build_writing("a", link=("data", str(tmp)))),
+     ValueError, r"made a symbolic link data"),
+    ("build-none", lambda tmp: cache.cached_stage("nobuild", {}, None),
+     TypeError, r"build must be a function build\(folder\), got NoneType"),
+    ("build-deletes-its-folder", lambda tmp: cache.cached_stage("gone", {}, shutil.rmtree),
+     RuntimeError, r"removed or replaced its folder .* must write its files into"),
+    ("load-typo-in-intact-stage", _read_a_file_the_stage_never_had,
+     FileNotFoundError, r"no_such_file\.json"),
+    ("load-outside-the-cache", _load_broken_json_of_my_own,
+     json.JSONDecodeError, r"Expecting property name"),
+    ("model-folder-without-config", _empty_model_folder,
+     FileNotFoundError, r"holds no config\.json: it is not a folder saved by save_pretrained"),
+    ("model-folder-is-a-file", _a_file,
+     NotADirectoryError, r"is a file, not a folder"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [pytest.param(c, e, m, id=case) for case, c, e, m in CACHE_AND_FOLDER_CASES],
+)
+def test_cache_and_folder_mistakes_are_named(tmp_path, monkeypatch, call, error, match):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    with pytest.raises(error, match=match):
+        call(tmp_path)
+    leftovers = [p.name for p in (tmp_path / "cache").glob(".*.tmp-*")]
+    assert leftovers == []  # a refused build leaves no temporary folder behind
+
+
+def _same(a, b):
+    if isinstance(a, torch.Tensor):
+        return torch.allclose(a, b) if a.is_floating_point() else torch.equal(a, b)
+    return a == b
+
+
+LEGITIMATE_CASES = [  # (id, call, expected): inputs that used to be refused or mishandled
+    ("causal-mask-numpy-int", lambda: causal_mask(np.int64(4)), causal_mask(4)),
+    ("positions-numpy-int", lambda: sinusoidal_positional_encoding(np.int64(8), 16).shape,
+     (8, 16)),
+    ("multihead-4d-mask", lambda: MultiHeadAttention(8, 2).eval()(
+        Q, mask=causal_mask(5)[None, None].expand(2, 1, 5, 5))[1].shape, (2, 2, 5, 5)),
+    ("bt-integer-rewards", lambda: bradley_terry_loss([1, 2], [0, 1]),
+     bradley_terry_loss(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0]))),
+    ("bt-margin-list", lambda: bradley_terry_loss(torch.ones(2), torch.zeros(2), margin=[0.5, 1]),
+     bradley_terry_loss(torch.ones(2), torch.zeros(2), margin=torch.tensor([0.5, 1.0]))),
+    ("gold-score-generator", lambda: gold_score(t for t in ["The film was great.", "Dull."]),
+     gold_score(["The film was great.", "Dull."])),
+    ("annotate-int-seed", lambda: annotate([0.1], [0.2], make_annotators(), 7)["p_first"].tolist(),
+     annotate([0.1], [0.2], make_annotators(), np.random.default_rng(7))["p_first"].tolist()),
+    ("annotate-no-pairs", lambda: annotate([], [], make_annotators(), RNG)["p_first"].size, 0),
+    ("annotators-numpy-temperatures", lambda: AnnotatorPoolConfig(
+        temperatures=np.array([0.1, 0.2])).temperatures, [0.1, 0.2]),
+    ("label-pairs-generator", lambda: label_pairs((p for p in ["a"]), ["x"], ["y"],
+                                                  make_annotators(), RNG)["prompt"], ["a"]),
+    ("reviews-numpy-count", lambda: len(generate_reviews(np.int64(3))), 3),
+    ("settings-empty-list", lambda: sample_settings(tiny_hf_gpt2(), _ids_tokenizer(), "ab", []),
+     {}),
+    ("generate-gpt-without-cache", lambda: generate(tiny_gpt(), IDS, 3, use_cache=False).shape,
+     (1, 7)),
+    ("greedy-fills-the-context", lambda: tiny_seq2seq().greedy_decode(IDS).shape[1] <= 12, True),
+]  # fmt: skip
+
+
+class _IdsTokenizer:
+    """Enough of a tokenizer for sample_settings: ids, an EOS id and decode."""
+
+    eos_token_id = 2
+
+    def __call__(self, text, return_tensors=None):
+        return type("Encoding", (), {"input_ids": torch.tensor([[1] + [3] * len(text)])})()
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(map(str, ids.tolist()))
+
+
+def _ids_tokenizer():
+    return _IdsTokenizer()
+
+
+@pytest.mark.parametrize(
+    "call, expected", [pytest.param(c, e, id=case) for case, c, e in LEGITIMATE_CASES]
+)
+def test_legitimate_inputs_are_accepted(call, expected):
+    assert _same(call(), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. The figures and the benchmark pages (chapters 1, 5, 6 and the back matter)
+# ---------------------------------------------------------------------------------------------
+
+HISTORY = [{"step": s, "objective/scores": 0.1 * s, "objective/kl": 0.5 * s, "gold/score": 0.05 * s}
+           for s in range(1, 7)]  # fmt: skip
+TOKS, W = ["a", "b", "c"], np.full((3, 3), 1 / 3)
+
+
+def _record(name, kl=1.0):
+    return {"method": name, "checkpoints": [{"kl": 0.0, "gold": 0.5, "samples": 0},
+                                            {"kl": kl, "gold": 0.6, "samples": 10}]}  # fmt: skip
+
+
+def _report(name, change):
+    """A copy of the committed benchmark report ``name``, changed by ``change(report)``."""
+    report = copy.deepcopy(performance.load_benchmark(name))
+    change(report)
+    return report
+
+
+def _first_method(**fields):
+    return lambda report: report["methods"][0].update(fields)
+
+
+def _only_dpo(report):
+    report["methods"] = [m for m in report["methods"] if m["method"] == "dpo"]
+
+
+FIGURE_CASES = [  # (id, call, exception, message pattern)
+    # the PPO dashboard and the over-optimisation figures (chapter 5)
+    ("smooth-none", lambda: smooth([1.0, None, 3.0], 0.5),
+     TypeError, r"smooth: values\[1\] is NoneType"),
+    ("dashboard-of-one-history", lambda: ppo_dashboard(HISTORY),
+     TypeError, r'got a list: for one run pass \{"my run": trainer\.history\}'),
+    ("dashboard-metric-string", lambda: ppo_dashboard({"run": HISTORY}, metrics="objective/kl"),
+     TypeError, r"ppo_dashboard takes a list of metrics; wrap a single one as \[text\]"),
+    ("dashboard-no-known-metric", lambda: ppo_dashboard({"run": [{"step": 1, "foo": 2.0}]}),
+     ValueError, r"logged none of the dashboard's metrics .*they logged \['foo', 'step'\]"),
+    ("dashboard-no-step", lambda: ppo_dashboard({"run": [{"objective/kl": 1.0}]}),
+     ValueError, r"run 'run' logged no \['step'\] at history\[0\]"),
+    ("dashboard-metric-none", lambda: ppo_dashboard({"run": [{"step": 1, "objective/kl": None}]}),
+     TypeError, r"run 'run' logged objective/kl=None at history\[0\]: a metric must be a number"),
+    ("overoptimisation-no-kl", lambda: overoptimisation_figure(
+        {"run": [{"step": 1, "objective/scores": 0.1, "gold/score": 0.2}]}),
+     ValueError, r"run 'run' logged no \['objective/kl'\] at history\[0\]"),
+    ("overoptimisation-gold-stops", lambda: overoptimisation_figure(
+        {"run": [*HISTORY, {"step": 7, "objective/scores": 1.0, "objective/kl": 4.0}]}),
+     ValueError, r"no \['gold/score'\] at history\[6\] \(pass gold_fn to PPOTrainer\)"),
+    ("verdict-no-gold", lambda: overoptimisation_verdict([{"objective/scores": 0.1}] * 4),
+     ValueError, r"logged no \['gold/score'\] at history\[0\] \(pass gold_fn to PPOTrainer\)"),
+    ("verdict-of-all-runs", lambda: overoptimisation_verdict({"run": HISTORY}),
+     TypeError, r"one run's history .*got a dict: pass runs\[name\]"),
+    ("gold-vs-kl-dict", lambda: gold_vs_kl_figure({"ppo": _record("ppo")}),
+     TypeError, r"takes a list of run records, got a dict: pass list\(runs\.values\(\)\)"),
+    ("gold-vs-kl-no-checkpoints", lambda: gold_vs_kl_figure([{"method": "ppo"}]),
+     ValueError, r"runs\[0\] lacks \['checkpoints'\]"),
+    ("gold-vs-kl-point-without-gold", lambda: gold_vs_kl_figure(
+        [{"method": "ppo", "checkpoints": [{"kl": 0.0, "samples": 0}]}]),
+     ValueError, r"runs\[0\] \('ppo'\): checkpoints\[0\] lacks \['gold'\]"),
+    # the attention explorer and the positional encoding (chapter 1)
+    ("attention-no-layers", lambda: attention_figure({"self": []}, (TOKS, TOKS)),
+     ValueError, r"'self' has no layers"),
+    ("attention-layer-without-heads", lambda: attention_figure({"self": [[]]}, (TOKS, TOKS)),
+     ValueError, r"'self' layer 0 has no heads"),
+    ("attention-no-columns", lambda: attention_figure({"self": [[W]]}, (TOKS, TOKS), max_cols=0),
+     ConfigError, r"attention_figure\.max_cols must be a positive int, got 0"),
+    ("attention-negative-columns", lambda: attention_figure({"self": [[W]] * 2}, (TOKS, TOKS),
+                                                           max_cols=-1),
+     ConfigError, r"attention_figure\.max_cols must be a positive int, got -1"),
+    ("positional-one-width", lambda: positional_encoding_figure(d_models=64),
+     TypeError, r"d_models must be a list of widths .*for one width pass \(64,\)"),
+    # the performance page (back matter) and chapter 6's verdicts, from the committed reports
+    ("machine-date-not-iso", lambda: performance.machine_line(
+        _report("book_execution", lambda r: r.update(date="yesterday"))),
+     ValueError, r"'date' must be an ISO 8601 date .*got 'yesterday'"),
+    ("machine-record-empty", lambda: performance.machine_line(
+        _report("book_execution", lambda r: r.update(machine={}))),
+     ValueError, r"'machine' record lacks \['cores', 'memory_gb', 'python', 'torch', 'cuda'\]"),
+    ("execution-seconds-text", lambda: performance.execution_table(
+        _report("book_execution", lambda r: r["pages"][0].update(wall_seconds="n/a")), {}),
+     ValueError, r"pages\[0\] \('book/intro\.md'\): wall_seconds must be a finite number, "
+                 r"got 'n/a'"),
+    ("methods-seeds-count", lambda: performance.methods_table(
+        _report("rl_vs_trl", _first_method(seeds=3))),
+     ValueError, r"methods\[0\] \('ppo'\): seeds must be the non-empty list .*got 3"),
+    ("verdicts-no-seeds", lambda: performance.method_verdicts(
+        _report("rl_vs_trl", _first_method(seeds=[]))),
+     ValueError, r"methods\[0\] \('ppo'\): seeds must be the non-empty list .*got \[\]"),
+    ("verdicts-nan-gain", lambda: performance.method_verdicts(
+        _report("rl_vs_trl", _first_method(gold_gain=NAN))),
+     ValueError, r"methods\[0\] \('ppo'\): gold_gain must be a finite number, got nan"),
+    ("verdicts-only-dpo", lambda: performance.method_verdicts(_report("rl_vs_trl", _only_dpo)),
+     ValueError, r"compares the online methods .*this report has only \['dpo'\]"),
+    ("verdicts-no-cpu-time", lambda: performance.method_verdicts(
+        _report("rl_vs_trl", _first_method(train_cpu_seconds=0.0))),
+     ValueError, r"'ppo' has train_cpu_seconds=0\.0, but a training run takes some CPU time"),
+    ("binder-range-of-three", lambda: performance.binder_memory_sentence(_report(
+        "binder_memory", lambda r: r["pages"][0].update(peak_server_and_kernel_mb_range=[1, 2, 3])
+    )),
+     ValueError, r"peak_server_and_kernel_mb_range must be \[lowest, highest\] MB"),
+    ("binder-range-without-repeats", lambda: performance.binder_memory_sentence(
+        _report("binder_memory", lambda r: r["pages"][0].pop("repeats"))),
+     ValueError, r"lacks \['repeats'\] \(how many runs its range spans\)"),
+    ("targets-table-of-nothing", lambda: performance.targets_table(),
+     ValueError, r"targets_table needs targets to list"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [pytest.param(call, error, match, id=case) for case, call, error, match in FIGURE_CASES],
+)
+def test_figures_and_pages_name_the_mistake(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+FIGURE_LEGITIMATE_CASES = [  # (id, call, expected): inputs that used to be refused or mishandled
+    ("attention-labels-tuple-pair", lambda: len(attention_figure(
+        {"self": [[W]]}, (tuple(TOKS), tuple(TOKS))).data), 1),
+    ("attention-labels-list-pair", lambda: len(attention_figure(
+        {"self": [[W]]}, [TOKS, TOKS]).data), 1),
+    ("dashboard-gold-logged-from-step-2", lambda: list(ppo_dashboard(
+        {"run": [{"step": 1, "objective/kl": 0.0}, *HISTORY[1:]]}, metrics=["gold/score"]
+    ).data[0].x), [2, 3, 4, 5, 6]),
+    ("gold-vs-kl-more-runs-than-colours", lambda: len(gold_vs_kl_figure(
+        [_record(f"m{i}", kl=1.0 + i) for i in range(9)]).data), 9),
+    ("smooth-nan-is-a-gap", lambda: smooth([1.0, NAN, 3.0], 0.0)[2], 3.0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "call, expected", [pytest.param(c, e, id=case) for case, c, e in FIGURE_LEGITIMATE_CASES]
+)
+def test_figures_accept_legitimate_inputs(call, expected):
+    assert _same(call(), expected)

@@ -1,5 +1,6 @@
 """The stage cache: keyed by config and library, atomic, safe to delete, clear when unwritable."""
 
+import json
 import os
 import textwrap
 from dataclasses import dataclass
@@ -232,3 +233,32 @@ def test_no_stage_depends_on_figures_widgets_or_glue(stage_module):
     deps = {name.split(".")[-1] for name in cache.module_dependencies(f"rlhf_lib.{stage_module}")}
     assert stage_module in deps
     assert not deps & PRESENTATION, f"rlhf_lib.{stage_module} imports {deps & PRESENTATION}"
+
+
+def test_clear_deletes_only_stage_folders_and_never_follows_a_link(private_cache, tmp_path):
+    stage = cache.cached_stage("toy", {"lr": 0.1}, write_marker("a"), verbose=False)
+    (private_cache / "my_notes").mkdir()  # the reader's own folder next to the stages
+    (private_cache / "my_notes" / "important.txt").write_text("keep me")
+    moved = cache.cached_stage("moved", {}, write_marker("b"), verbose=False)
+    elsewhere = tmp_path / "bigger_disk" / moved.name
+    elsewhere.parent.mkdir()
+    moved.rename(elsewhere)
+    moved.symlink_to(elsewhere)  # a stage moved to another disk and linked back
+
+    assert cache.clear_cache() == 2
+    assert not stage.exists() and not moved.is_symlink()
+    assert (private_cache / "my_notes" / "important.txt").read_text() == "keep me"
+    assert (elsewhere / "result.txt").read_text() == "b"  # the link's target is not ours
+
+
+def test_manifest_records_the_config_that_named_the_folder():
+    config = {"sizes": [1]}
+
+    def build(folder):
+        config["sizes"].append(2)  # a build that changes its own config
+        (folder / "result.txt").write_text("x")
+
+    path = cache.cached_stage("mutating", config, build, verbose=False)
+    manifest = json.loads((path / cache.MANIFEST).read_text())
+    assert manifest["config"] == {"sizes": [1]}
+    assert path == cache.stage_path("mutating", {"sizes": [1]}, build.__module__)

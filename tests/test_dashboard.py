@@ -4,7 +4,9 @@ import pytest
 
 from rlhf_lib.dashboard import (
     KL_BAND,
+    RUN_COLOURS,
     dashboard_widget,
+    gold_vs_kl_figure,
     overoptimisation_figure,
     ppo_dashboard,
     smooth,
@@ -50,6 +52,35 @@ def test_smoothing():
         smooth([1.0], 1.0)
 
 
+def test_a_bad_step_leaves_a_gap_not_a_line_of_nan():
+    nan = float("nan")
+    smoothed = smooth([1.0, nan, 3.0, 5.0], 0.5)
+    assert smoothed[0] == 1.0 and smoothed[1] != smoothed[1] and smoothed[2:] == [2.0, 3.5]
+    assert smooth([1.0, float("inf"), 3.0], 0.0)[1:] == [float("inf"), 3.0]
+
+
+def test_a_metric_logged_from_a_later_step_is_found():
+    history = [{"step": 1, "objective/kl": 0.0}] + [
+        {"step": s, "objective/kl": 0.1 * s, "gold/score": 0.2} for s in (2, 3)
+    ]
+    fig = ppo_dashboard({"run": history})
+    assert [b.label for b in fig.layout.updatemenus[0].buttons] == ["objective/kl", "gold/score"]
+    assert list(fig.data[1].x) == [2, 3]
+    options = dashboard_widget({"run": history}).children[0].children[0].options
+    assert list(options) == ["objective/kl", "gold/score"]
+
+
+def test_more_runs_than_colours_are_all_drawn():
+    records = [
+        {"method": f"m{i}", "checkpoints": [{"kl": 0.0, "gold": 0.5, "samples": 0},
+                                             {"kl": 1.0 + i, "gold": 0.6, "samples": 10}]}
+        for i in range(len(RUN_COLOURS) + 2)
+    ]  # fmt: skip
+    fig = gold_vs_kl_figure(records)
+    assert [t.name for t in fig.data] == [r["method"] for r in records]
+    assert fig.data[len(RUN_COLOURS)].line.color == RUN_COLOURS[0]  # the colours repeat
+
+
 def test_one_metric_has_no_menu_of_its_own():
     fig = ppo_dashboard({"run": fake_history()}, ["objective/kl"])
     assert not fig.layout.updatemenus
@@ -73,3 +104,25 @@ def test_overoptimisation_figure():
     assert list(fig.data[1].y) == smooth(list(fig.data[0].y), 0.7)  # the trend line
     with pytest.raises(ValueError, match="gold"):
         overoptimisation_figure({"no gold": fake_history()})
+
+
+def _history(gold, proxy):
+    return [{"gold/score": g, "objective/scores": p} for g, p in zip(gold, proxy, strict=True)]
+
+
+def test_overoptimisation_verdict_compares_the_fall_with_step_noise():
+    from rlhf_lib.dashboard import overoptimisation_verdict
+
+    rising = _history([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0, 1, 2, 3, 4, 5])
+    verdict = overoptimisation_verdict(rising)
+    assert verdict == "gold did not fall: it peaked at the last step (0.60)"
+    collapse = _history([0.5, 0.8, 0.9, 0.7, 0.71, 0.69, 0.7, 0.2], [0, 1, 2, 3, 4, 5, 6, 7])
+    assert overoptimisation_verdict(collapse).startswith(
+        "gold fell 0.70 after its peak of 0.90 at step 3 of 8 while the proxy rose 5.00"
+    )
+    jitter = _history([0.5, 0.9, 0.88, 0.9, 0.86, 0.9, 0.86, 0.89], [0, 1, 2, 3, 4, 5, 6, 5])
+    verdict = overoptimisation_verdict(jitter)
+    assert verdict.startswith("gold did not fall beyond step-to-step noise")
+    assert verdict.endswith("it ended 0.01 lower while the proxy rose 4.00")
+    with pytest.raises(ValueError, match="at least 4 logged steps"):
+        overoptimisation_verdict(rising[:3])

@@ -68,6 +68,15 @@ def test_attention_figure_errors():
         attention_figure(_maps(), bad)
 
 
+def test_one_label_pair_may_be_a_list_or_hold_tuples():
+    causal = {"self-attention": [[np.tril(np.ones((3, 3))) / np.arange(1, 4)[:, None]]]}
+    as_list = attention_figure(causal, [["a", "b", "c"], ["a", "b", "c"]])
+    of_tuples = attention_figure(causal, (("a", "b", "c"), ("a", "b", "c")))
+    as_tuple = attention_figure(causal, (["a", "b", "c"], ["a", "b", "c"]))
+    assert as_list.to_json() == of_tuples.to_json() == as_tuple.to_json()
+    assert len(heads_overview_figure(causal, [("a", "b", "c"), ("a", "b", "c")]).data) == 1
+
+
 def test_heads_overview():
     fig = heads_overview_figure(_maps(), LABELS, kind="cross-attention")
     assert len(fig.data) == 6

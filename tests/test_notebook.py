@@ -3,6 +3,7 @@
 import os
 import sys
 import types
+from html import escape
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -60,6 +61,57 @@ def test_site_figures_carry_no_plotly_js_and_no_cdn(monkeypatch):
     assert bundle["application/vnd.plotly.v1+json"]["data"][0]["y"] == [1, 2]
 
 
+def test_site_figures_are_named_for_screen_readers(monkeypatch):
+    monkeypatch.setenv(notebook.BUILD_ENV, "1")
+    setup_notebook(seed=0)
+    fig = go.Figure(go.Scatter(y=[1, 2], name='β <0.1> & "run"'))
+    fig.update_layout(title="Reward <b>over</b> steps", xaxis_title="step", yaxis_title="reward")
+    bundle = notebook.figure_mimebundle(fig)
+    label = 'Line chart: Reward over steps; x: step, y: reward; series: β <0.1> & "run"'
+    assert notebook.figure_alt_text(fig) == label
+    html = bundle["text/html"]
+    assert html.startswith(f'<div role="figure" aria-label="{escape(label, quote=True)}">')
+    assert html.count("plotly-graph-div") == 1 and html.endswith("</div>")
+    assert bundle["application/vnd.plotly.v1+json"]["layout"]["xaxis"]["title"]["text"] == "step"
+
+
+def test_a_figure_without_a_title_is_still_described():
+    from plotly.subplots import make_subplots
+
+    lines = go.Figure([go.Scatter(y=[1, 2], name="train"), go.Scatter(y=[2, 1], name="eval")])
+    lines.update_layout(xaxis_title="step")
+    assert notebook.figure_alt_text(lines) == "Line chart; x: step; series: train, eval"
+    assert notebook.figure_alt_text(go.Figure()) == "Chart"
+    # hidden traces (another button's view) and legend-only colour keys do not count
+    menu = go.Figure([go.Bar(y=[1], name="seconds"), go.Bar(y=[2], name="MB", visible=False)])
+    assert notebook.figure_alt_text(menu) == "Bar chart; series: seconds"
+    panels = make_subplots(rows=1, cols=2, subplot_titles=("proxy", "gold"))
+    panels.add_trace(go.Scatter(y=[1], mode="markers", showlegend=False), row=1, col=1)
+    panels.add_trace(go.Heatmap(z=[[1]], name="0"), row=1, col=2)
+    panels.update_xaxes(title_text="√KL")
+    assert notebook.figure_alt_text(panels) == (
+        "Scatter plot and heatmap; x: √KL; panels: proxy, gold"
+    )
+    table = go.Figure(go.Table(header={"values": ["#", "text"]}, cells={"values": [[1], ["a"]]}))
+    assert notebook.figure_alt_text(table) == "Table; columns: #, text"
+
+
+def test_every_figure_of_the_library_has_a_title():
+    from rlhf_lib.explorer import positional_encoding_figure
+    from rlhf_lib.pipeline import pipeline_map
+
+    for fig in (pipeline_map(), positional_encoding_figure(d_models=(8,))):
+        assert fig.layout.title.text, notebook.figure_alt_text(fig)
+    assert notebook.figure_alt_text(pipeline_map()).startswith("Diagram: The RLHF pipeline")
+
+
+def test_figures_take_colours_that_colour_blind_readers_tell_apart():
+    setup_notebook(seed=0)
+    colours = go.Figure().layout.template.layout.colorway
+    assert list(colours) == list(notebook.OKABE_ITO[:7])
+    assert "#EF553B" not in colours and "#00CC96" not in colours  # plotly's red and green
+
+
 def test_show_in_output_puts_the_figure_inside_the_widget(monkeypatch):
     import ipywidgets as widgets
 
@@ -98,6 +150,21 @@ def test_bad_seed(seed):
 def test_bad_threads():
     with pytest.raises(ValueError, match="threads"):
         setup_notebook(threads=0)
+    with pytest.raises(ValueError, match="threads must be a positive int, got True"):
+        setup_notebook(threads=True)
+
+
+def test_threads_may_be_a_numpy_int(monkeypatch):
+    import numpy as np
+
+    for key in notebook.OFFLINE_ENV:
+        monkeypatch.delenv(key, raising=False)
+    threads = torch.get_num_threads()
+    try:
+        setup_notebook(threads=np.int64(1), plotly=False)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_progress_prints_one_summary_line_during_the_build(monkeypatch, capsys):

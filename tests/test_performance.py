@@ -139,6 +139,18 @@ def test_malformed_files_and_reports_raise_clear_errors(tmp_path):
         perf.machine_line({"pages": []})
 
 
+def test_machine_line_states_only_what_the_report_records():
+    unsaid = {key: value for key, value in MACHINE.items() if key != "cuda"}
+    with pytest.raises(ValueError, match=r"lacks \['cuda'\]"):
+        perf.machine_line(execution_report(machine=unsaid))
+    with pytest.raises(ValueError, match="must be ints, got None"):
+        perf.machine_line(execution_report(machine={**MACHINE, "cores": None}))
+    with pytest.raises(ValueError, match="ISO 8601"):
+        perf.machine_line(execution_report(date=20261128))
+    no_cpu_name = execution_report(machine={**MACHINE, "cpu_model": ""})
+    assert "on an unknown CPU with 2 cores" in perf.machine_line(no_cpu_name)
+
+
 def test_machine_line():
     line = perf.machine_line(execution_report())
     for part in ("28 November 2026", "an Intel(R) Xeon(R) Processor", "2 cores", "23.5 GB",
@@ -232,6 +244,10 @@ def test_execution_targets_flip(tmp_path):
     partial["pages"].pop(0)
     targets = perf.execution_targets(partial, root)
     assert targets["total"]["status"] == "not tested" and "book/intro.md" in targets["total"]["why"]
+    for machine in (None, {}):  # a report that does not say how many cores: nothing tested
+        targets = perf.execution_targets(execution_report(machine=machine), root)
+        assert targets["total"]["status"] == "not tested"
+        assert targets["total"]["why"] == "the report does not record how many cores the run had"
 
 
 # --- our PPO against TRL -------------------------------------------------------------------------
@@ -492,3 +508,110 @@ def test_binder_memory_sentence():
     assert "from 850 to 2050 MB over 3 runs" in sentence and "over the 2048 MB limit" in sentence
     with pytest.raises(ValueError, match="binder_memory.py"):
         binder_memory_sentence({"pages": [{"twin": "a.ipynb"}]})
+
+
+def test_method_verdicts_follow_the_numbers():
+    # ppo 0.35 ± 0.02, grpo 0.30, rloo 0.25, dpo 0.40 over 3 seeds: the standard error of a
+    # difference is 0.02·sqrt(2/3) = 0.016, so only gaps up to 0.033 are seed noise.
+    verdicts = perf.method_verdicts(methods_report())
+    assert verdicts["gold"].startswith("DPO (TRL) gained the most gold (+0.400 ± 0.020")
+    assert "beyond seed noise of every other method" in verdicts["gold"]
+    close = methods_report(method("ppo", 0.55, 0.003), method("grpo", 0.53, 0.003),
+                           method("rloo", 0.40, 0.003))  # fmt: skip
+    verdicts = perf.method_verdicts(close)
+    assert "GRPO (TRL) (+0.330 ± 0.020) is within seed noise of it" in verdicts["gold"]
+    assert verdicts["gold"].endswith("RLOO (TRL) (+0.200 ± 0.020) gained less")
+    assert verdicts["cost"].count("(1.00×)") == 3 and verdicts["dpo"] == ""
+    cheap = method("rloo", 0.40, 0.003) | {"train_cpu_seconds": 50.0, "final_kl": 2.0}
+    verdicts = perf.method_verdicts(methods_report(method("ppo", 0.55, 0.003), cheap))
+    assert verdicts["cost"] == "RLOO (TRL) 50 CPU-s (1.00×), PPO (ours) 100 CPU-s (2.00×)"
+    assert verdicts["kl"].startswith("RLOO (TRL) ended at the lowest KL of the online methods, 2.0")
+
+
+def test_method_verdicts_without_any_spread_over_seeds():
+    steady = [method(name, gold, 0.003) | {"gold_gain_std": 0.0}
+              for name, gold in (("ppo", 0.55), ("rloo", 0.45), ("dpo", 0.60))]  # fmt: skip
+    verdicts = perf.method_verdicts(methods_report(*steady))
+    assert verdicts["dpo"] == (
+        "DPO gained +0.400 ± 0.000; the online methods' gains did not vary over seeds at all, so "
+        "there is no spread to compare its own with"
+    )
+    assert "beyond seed noise of every other method" in verdicts["gold"]
+
+
+def test_sessions_by_part_opens_with_the_introduction_and_skips_the_back_matter(tmp_path):
+    chapters = perf.toc_chapters(toy_book(tmp_path) / "_toc.yml")
+    sessions = perf.sessions_by_part(chapters)
+    assert sessions == {
+        "Part A": ["book/intro.md", "book/a/one.md", "book/a/two.md"],
+        "Part B": ["book/b/three.md"],
+        "Part C": ["book/c/four.md"],
+    }
+    assert list(perf.sessions_by_part(chapters, leave_out=("Part C", "Back matter"))) == [
+        "Part A",
+        "Part B",
+    ]
+    # The real book: every part but the back matter, the introduction in the first session.
+    real = perf.sessions_by_part()
+    assert "Back matter" not in real and next(iter(real.values()))[0] == "book/intro.md"
+
+
+def test_session_plan_table_says_which_pages_were_not_measured(tmp_path):
+    chapters = perf.toc_chapters(toy_book(tmp_path) / "_toc.yml")
+    sessions = perf.sessions_by_part(chapters)
+    sessions["Part B"].append("book/b/new.md")  # a page newer than the benchmark
+    report = execution_report()
+    report["pages"][3]["error"] = "KeyError: 'x'"  # book/b/three.md stopped at an error
+    table = perf.session_plan_table(report, sessions)
+    assert list(table["page"]) == ["intro", "a/one", "a/two", "b/three", "b/new", "c/four"]
+    assert list(table["session"]) == ["Part A"] * 3 + ["Part B"] * 2 + ["Part C"]
+    new = table.set_index("page").loc["b/new"]
+    assert math.isnan(new["seconds"]) and new["note"] == perf.NOT_MEASURED
+    assert "error" in table.set_index("page").loc["b/three", "note"]
+    assert table.set_index("page").loc["a/two", "seconds"] == 60.0
+
+    summary = perf.session_summary(table)
+    assert list(summary.index) == ["Part A", "Part B", "Part C"]
+    assert summary.loc["Part A", "seconds"] == 5 + 40 + 60
+    assert summary.loc["Part A", "peak MB"] == 1200
+    assert summary.loc["Part B", "not measured"] == 1 and summary.loc["Part B", "seconds"] == 100
+    only_new = perf.session_summary(perf.session_plan_table(report, {"S": ["book/b/new.md"]}))
+    assert math.isnan(only_new.loc["S", "seconds"]) and only_new.loc["S", "not measured"] == 1
+    with pytest.raises(ValueError, match="book_execution.py"):
+        perf.session_plan_table({"pages": []}, sessions)
+
+
+def test_commit_line_names_the_measured_commit(tmp_path):
+    import subprocess
+
+    recorded = {"git": {"commit": "3b4b695ccb5a5e8917dda6cd05f92d1b3323f3cc", "dirty": True}}
+    line = perf.commit_line(recorded, "page_weight", tmp_path)
+    assert line == "The benchmark measured commit 3b4b695ccb with uncommitted changes."
+    # No git record and no repository: the sentence says the commit is unknown.
+    assert perf.results_commit("book_execution", tmp_path) is None
+    assert "does not record" in perf.commit_line({}, "book_execution", tmp_path)
+
+    def git(*args):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+            cwd=tmp_path, check=True, capture_output=True,
+        )  # fmt: skip
+
+    git("init", "-q")
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "book_execution.json").write_text("{}")
+    git("add", ".")
+    git("commit", "-q", "-m", "results")
+    (tmp_path / "other.txt").write_text("later work")
+    git("add", ".")
+    git("commit", "-q", "-m", "later")
+    commit, date = perf.results_commit("book_execution", tmp_path)
+    first = subprocess.run(
+        ["git", "rev-list", "--max-parents=0", "--abbrev-commit", "HEAD"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert first.startswith(commit) and len(date) == 10
+    line = perf.commit_line({}, "book_execution", tmp_path)
+    assert f"last committed in {commit} on {date}" in line
+    assert perf.results_commit("rl_vs_trl", tmp_path) is None  # never committed

@@ -154,3 +154,54 @@ def test_clipped_value_loss_by_hand():
     # token 1: clipped to 0.2 -> error 0.64 > 0.25; token 2: inside, error 0.81
     assert loss.item() == pytest.approx(0.5 * (0.64 + 0.81) / 2)
     assert clipfrac == 0.5
+
+
+def _padded_with(value):
+    """A batch with right padding, and the same batch with ``value`` at every padded position."""
+    rewards, values, mask = random_batch(seed=4)
+    pad = mask == 0
+    assert pad.any()
+    return (rewards, values, mask), (rewards.masked_fill(pad, value),
+                                     values.masked_fill(pad, value), mask)  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_masked_positions_contribute_nothing_even_when_not_finite(value):
+    (rewards, values, mask), (dirty_rewards, dirty_values, _) = _padded_with(value)
+    real = mask.bool()
+    torch.testing.assert_close(masked_mean(dirty_values, mask), masked_mean(values, mask))
+    torch.testing.assert_close(whiten(dirty_values, mask=mask), whiten(values, mask=mask))
+    clean, _ = compute_gae(rewards, values, 0.99, 0.95, mask)
+    for gae in (compute_gae, compute_gae_loop):  # loop and matrix: the same clean result
+        adv, ret = gae(dirty_rewards, dirty_values, 0.99, 0.95, mask)
+        torch.testing.assert_close(adv, clean)
+        torch.testing.assert_close(ret[real], (clean + values)[real])
+
+
+def test_clipped_policy_loss_ignores_minus_inf_log_probs_at_padding():
+    from rlhf_lib.ppo import clipped_policy_loss
+
+    _, _, mask = random_batch(seed=5)
+    g = torch.Generator().manual_seed(6)
+    old = -torch.rand(mask.shape, generator=g, dtype=torch.float64)
+    advantages = torch.randn(mask.shape, generator=g, dtype=torch.float64)
+    grads = []
+    for padding in (0.0, -math.inf):  # log-probs of padding tokens are often -inf
+        new = (old + 0.1).masked_fill(mask == 0, padding).requires_grad_()
+        loss, stats = clipped_policy_loss(new, old.masked_fill(mask == 0, padding), advantages,
+                                          mask, 0.2)  # fmt: skip
+        loss.backward()
+        grads.append(new.grad)
+        assert torch.isfinite(loss) and all(math.isfinite(v) for v in stats.values())
+    torch.testing.assert_close(grads[0], grads[1])  # finite, and 0 at the padding
+    assert torch.all(grads[1][mask == 0] == 0)
+
+
+def test_advantages_may_be_one_per_sequence_as_a_column():
+    from rlhf_lib.ppo import clipped_policy_loss
+
+    lp, mask = torch.randn(3, 4, dtype=torch.float64), torch.ones(3, 4, dtype=torch.float64)
+    per_sequence = torch.tensor([[1.0], [-1.0], [0.5]], dtype=torch.float64)
+    column, _ = clipped_policy_loss(lp, lp - 0.1, per_sequence, mask, 0.2)
+    expanded, _ = clipped_policy_loss(lp, lp - 0.1, per_sequence.expand(3, 4), mask, 0.2)
+    torch.testing.assert_close(column, expanded)

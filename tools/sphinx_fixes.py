@@ -21,9 +21,14 @@
    without indentation: the same JSON, still a valid notebook.
 5. pydata-sphinx-theme logs "Got invalid theme mode" when ``default_mode`` is unset; _config.yml
    sets ``html_context.default_mode``.
+6. An accessible bibliography. docutils writes the references as ``<div role="list">`` holding
+   ``<div role="doc-biblioentry">`` entries. DPUB-ARIA 1.1 deprecated that role (use
+   ``listitem``), and axe-core no longer counts it as an item of the list, so a screen reader
+   sees a broken list (axe: aria-required-children, critical; aria-deprecated-role). We write
+   ``role="listitem"`` instead; the entries keep their ``citation`` class, which the theme styles.
 
-The browser test (tests/test_browser.py) fails on any console error and on unrendered math, so a
-regression shows at once.
+The browser test (tests/test_browser.py) fails on any console error, on unrendered math and on
+any serious or critical axe-core finding (WCAG 2.1 A and AA), so a regression shows at once.
 """
 
 import importlib.util
@@ -101,6 +106,12 @@ def _compact_downloadable_notebooks(app, exception):
         path.write_text(json.dumps(notebook, ensure_ascii=False, separators=(",", ":")), "utf-8")
 
 
+def _biblioentries_as_list_items(app, pagename, templatename, context, doctree):
+    body = context.get("body", "")
+    if 'role="doc-biblioentry"' in body:  # written by docutils' visit_citation, nowhere else
+        context["body"] = body.replace('role="doc-biblioentry"', 'role="listitem"')
+
+
 def _load_plotly_js_where_needed(app, pagename, templatename, context, doctree):
     if "Plotly.newPlot" in context.get("body", ""):
         app.add_js_file(PLOTLY_JS, priority=100)  # on this page only (html-page-context)
@@ -115,4 +126,5 @@ def setup(app):
     app.connect("build-finished", _compact_downloadable_notebooks)
     app.connect("html-page-context", _load_plotly_js_where_needed)
     app.connect("html-page-context", _drop_duplicate_scripts)
+    app.connect("html-page-context", _biblioentries_as_list_items)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
