@@ -30,7 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 from twins import notebook_pages  # noqa: E402  (the toc's notebook pages, in book order)
 
-CELL_TIMEOUT_S = 600  # the same per-cell limit as _config.yml
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from page_weight import git_state  # noqa: E402  (the commit measured, as page_weight.json)
+
+CELL_TIMEOUT_S = 1800  # the same per-cell limit as _config.yml
 
 
 class PeakMemory:
@@ -131,6 +134,7 @@ def main() -> int:
     report = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine(),
+        "git": git_state(),
         "cache": "cold" if args.cold else "warm (whatever RLHF_BOOK_CACHE held)",
         "pages": pages,
         "total_wall_seconds": round(sum(p["wall_seconds"] for p in pages), 2),
