@@ -18,28 +18,22 @@ import functools
 import http.server
 import re
 import shutil
+import sys
 import threading
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from pdf import CHROMIUM_ARGS, MATHJAX, PLOTLY, wait_until_rendered  # noqa: E402  (tools/pdf.py)
+
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Flags for a machine with no network: without them Chromium keeps trying to reach Google's hosts.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SKIPPED_PAGES = {"genindex.html", "search.html", "py-modindex.html"}
 # MyST markup that a reader should never see in a page's text: each is a formula, role or fence
 # that did not parse. Code, cell outputs printed in <pre>, formulas and figures are left out.
@@ -163,21 +157,9 @@ def test_page_renders(browser, site_url, axe, page_path):
     if redirect:  # check the page it leads to, once loaded (not a document being replaced)
         page.wait_for_url(urljoin(f"{site_url}/{page_path}", redirect[1]), wait_until="load")
 
-    n_figures = page.locator("div.plotly-graph-div").count()
-    if n_figures:
-        page.wait_for_function(
-            "n => document.querySelectorAll('div.plotly-graph-div svg.main-svg').length >= n",
-            arg=n_figures,
-            timeout=30_000,
-        )
+    n_figures = wait_until_rendered(page, PLOTLY, timeout_ms=30_000)
     drawn = page.locator("div.plotly-graph-div:has(svg.main-svg)").count()
-    n_formulas = page.locator(".math").count()
-    if n_formulas:  # MathJax (served with the site) typesets every formula
-        page.wait_for_function(
-            "n => document.querySelectorAll('.math mjx-container').length >= n",
-            arg=n_formulas,
-            timeout=30_000,
-        )
+    wait_until_rendered(page, MATHJAX, timeout_ms=30_000)  # MathJax typesets every formula
     raw_markup = _raw_markup(page.evaluate(PROSE_TEXT_JS))
     unlabelled = page.evaluate(UNLABELLED_FIGURES_JS)
     # axe-core fetches the page's stylesheets again to read them, and resolves the theme's

@@ -49,7 +49,8 @@ HTML = ROOT / "_build" / "html"
 OUT = ROOT / "_build" / "pdf" / "rlhf-book.pdf"
 SITE_COPY = Path("_static") / "rlhf-book.pdf"  # inside the site, where book/intro.md links
 ROOT_TITLE = "Introduction"  # the root page's name in the contents (its heading is the title)
-# Flags for a machine with no network, as in tests/test_browser.py.
+# Flags for a machine with no network: without them Chromium keeps trying to reach Google's
+# hosts. tests/test_browser.py uses them too.
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -59,6 +60,24 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+PLOTLY = ("div.plotly-graph-div", "div.plotly-graph-div svg.main-svg")  # (figures, drawn ones)
+MATHJAX = (".math", ".math mjx-container")  # (formulas, typeset ones)
+
+
+def wait_until_rendered(page, items: tuple[str, str], timeout_ms: int) -> int:
+    """Wait until the page holds as many rendered ``items[1]`` as ``items[0]`` (plotly figures
+    with their SVG, formulas typeset by MathJax); return how many there are."""
+    selector, rendered = items
+    n = page.locator(selector).count()
+    if n:
+        page.wait_for_function(
+            "([rendered, n]) => document.querySelectorAll(rendered).length >= n",
+            arg=[rendered, n],
+            timeout=timeout_ms,
+        )
+    return n
+
+
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 # The printed page: A4, and the margins Chromium leaves around the site's print layout. The page
@@ -390,20 +409,8 @@ def print_page(browser, url: str, path: Path, solutions: bool) -> tuple[str, int
         page.emulate_media(media="print")  # before loading: figures are drawn at print width
         page.goto(url, wait_until="load")
         page.add_style_tag(content=PRINT_CSS)
-        n_figures = page.locator("div.plotly-graph-div").count()
-        if n_figures:
-            page.wait_for_function(
-                "n => document.querySelectorAll('div.plotly-graph-div svg.main-svg').length >= n",
-                arg=n_figures,
-                timeout=RENDER_TIMEOUT_MS,
-            )
-        n_formulas = page.locator(".math").count()
-        if n_formulas:
-            page.wait_for_function(
-                "n => document.querySelectorAll('.math mjx-container').length >= n",
-                arg=n_formulas,
-                timeout=RENDER_TIMEOUT_MS,
-            )
+        wait_until_rendered(page, PLOTLY, RENDER_TIMEOUT_MS)
+        wait_until_rendered(page, MATHJAX, RENDER_TIMEOUT_MS)
         left_out = page.evaluate(PREPARE_JS, solutions)
         page.evaluate("() => document.fonts.ready.then(() => true)")
         title = page.evaluate(
