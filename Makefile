@@ -17,7 +17,7 @@ export RLHF_BOOK_BUILD := 1
 # Trained stages live beside the build, so a clean clone builds everything from scratch.
 export RLHF_BOOK_CACHE ?= $(CURDIR)/_build/stage-cache
 
-.PHONY: book test setup lint unit book-strict browser reader twins pdf benchmark benchmark-rl clean clean-cache
+.PHONY: book test setup lint unit book-strict browser reader twins pdf benchmark benchmark-rl benchmark-frontier clean clean-cache
 
 setup: $(STAMP)
 
@@ -85,6 +85,10 @@ benchmark: setup
 
 benchmark-rl: setup
 	$(BIN)/python benchmarks/rl_vs_trl.py
+
+# Chapter 6's gold-vs-KL frontier: every method at several KL coefficients, and best-of-n.
+benchmark-frontier: setup
+	$(BIN)/python benchmarks/frontier.py
 
 clean:
 	rm -rf _build/html _build/jupyter_execute _build/.doctrees _build/screenshots _build/pdf

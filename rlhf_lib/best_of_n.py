@@ -304,42 +304,53 @@ def best_of_n_at_kl(record: dict, kl: float) -> dict | None:
 
 def equal_kl_checkpoints(record: dict, run: dict) -> list[dict]:
     """Every checkpoint of ``run`` after the SFT one whose KL best-of-n reaches, beside
-    best-of-n's point at that KL: ``{"samples", "kl", "gold", "bon_n", "bon_gold"}``."""
+    best-of-n's point at that KL: ``{"samples", "kl", "gold", "gain", "bon_n", "bon_gold",
+    "bon_gain"}``; each gain is over its own SFT start (see :func:`compare_with_run`)."""
     rows = []
+    bon_start = min(record["checkpoints"], key=lambda p: p["n"])["gold"]
     for point in run["checkpoints"][1:]:
         at_kl = best_of_n_at_kl(record, point["kl"])
         if at_kl is not None:
             rows.append({"samples": point["samples"], "kl": point["kl"], "gold": point["gold"],
-                         "bon_n": at_kl["n"], "bon_gold": at_kl["gold"]})  # fmt: skip
+                         "gain": point["gold"] - run["checkpoints"][0]["gold"],
+                         "bon_n": at_kl["n"], "bon_gold": at_kl["gold"],
+                         "bon_gain": at_kl["gold"] - bon_start})  # fmt: skip
     return rows
 
 
 def compare_with_run(record: dict, run: dict) -> dict:
     """Best-of-n against one method's final checkpoint, at equal KL where best-of-n reaches it.
 
-    If the method's final KL is within best-of-n's measured range, best-of-n's gold there
-    (:func:`best_of_n_at_kl`); otherwise best-of-n's largest ``n``, which spends less KL than the
-    method. ``verdict`` is ``"higher"``, ``"lower"`` or, when the gap is below twice its standard
-    error, ``"about the same as"``. The method's standard error comes from the gold scores of its
-    final samples (``run["samples"]``, one per held-out prompt) when the record has them;
-    without them the verdict is only higher or lower.
+    Both are judged by the gold score they *gained* over their own SFT starting point (best-of-1,
+    and the method's first checkpoint), because best-of-n is usually measured on fewer prompts
+    than the methods, whose SFT scores then differ by noise alone. If the method's final KL is
+    within best-of-n's measured range, best-of-n's point there (:func:`best_of_n_at_kl`);
+    otherwise best-of-n's largest ``n``, which spends less KL than the method. ``verdict`` is
+    ``"higher"``, ``"lower"`` or, when the gap is below twice its standard error,
+    ``"about the same as"``. The method's standard error comes from the gold scores of its final
+    samples (``run["samples"]``, one per held-out prompt) when the record has them, with its
+    start's ``gold_se`` where recorded; without the samples the verdict is only higher or lower.
     """
     from rlhf_lib.annotators import gold_score
 
-    final = run["checkpoints"][-1]
+    points = sorted(record["checkpoints"], key=lambda p: p["n"])
+    start, final = run["checkpoints"][0], run["checkpoints"][-1]
     at_kl = best_of_n_at_kl(record, final["kl"])
     equal_kl = at_kl is not None
     if not equal_kl:
-        largest = max(record["checkpoints"], key=lambda p: p["n"])
-        at_kl = {key: largest[key] for key in ("n", "kl", "gold", "proxy")}
-    difference = at_kl["gold"] - final["gold"]
+        at_kl = {key: points[-1][key] for key in ("n", "kl", "gold", "proxy")}
+    gain = final["gold"] - start["gold"]
+    bon_gain = at_kl["gold"] - points[0]["gold"]
+    difference = bon_gain - gain
     noise = None
     if run.get("samples"):
         gold = np.asarray(gold_score(run["samples"]), dtype=float)
-        n_ses = [p["gold_se"] for p in record["checkpoints"] if math.isfinite(p["gold_se"])]
+        n_ses = [p["gold_se"] for p in points if math.isfinite(p["gold_se"])]
         bon_se = max(n_ses) if n_ses else 0.0  # the widest of best-of-n's points: conservative
         if len(gold) > 1:
-            noise = 2 * math.hypot(gold.std(ddof=1) / math.sqrt(len(gold)), bon_se)
+            ses = (gold.std(ddof=1) / math.sqrt(len(gold)), bon_se, points[0]["gold_se"],
+                   start.get("gold_se", 0.0))  # fmt: skip
+            noise = 2 * math.hypot(*(se for se in ses if math.isfinite(se)))
     if noise is not None and abs(difference) < noise:
         verdict = "about the same as"
     else:
@@ -348,9 +359,11 @@ def compare_with_run(record: dict, run: dict) -> dict:
         "method": run["method"],
         "kl": final["kl"],
         "gold": final["gold"],
+        "gain": gain,
         "bon_n": at_kl["n"],
         "bon_kl": at_kl["kl"],
         "bon_gold": at_kl["gold"],
+        "bon_gain": bon_gain,
         "equal_kl": equal_kl,
         "difference": difference,
         "noise": noise,
@@ -366,32 +379,32 @@ def comparison_sentence(row: dict, name: str) -> str:
     if row["verdict"] == "about the same as":
         gap = (f" (a gap of {row['difference']:+.3f}, less than twice its standard error "
                f"of {row['noise'] / 2:.3f})")  # fmt: skip
-    ends = f"{row['verdict']} {than}{name}'s {row['gold']:.3f}{gap}"
+    ends = f"{row['verdict']} {than}{name}'s {row['gain']:+.3f}{gap}"
     if row["equal_kl"]:
         return (f"At {name}'s final KL of {row['kl']:.2f} nats, best-of-{row['bon_n']:.0f} "
-                f"reaches a gold score of {row['bon_gold']:.3f}, {ends}")  # fmt: skip
+                f"gains {row['bon_gain']:+.3f} gold over its SFT start, {ends}")  # fmt: skip
     return (f"{name} ended at {row['kl']:.2f} nats, beyond best-of-n's reach here; "
-            f"best-of-{row['bon_n']:.0f}, at only {row['bon_kl']:.2f} nats, reaches "
-            f"{row['bon_gold']:.3f}, {ends}")  # fmt: skip
+            f"best-of-{row['bon_n']:.0f}, at only {row['bon_kl']:.2f} nats, gains "
+            f"{row['bon_gain']:+.3f} gold over its SFT start, {ends}")  # fmt: skip
 
 
 def summary_sentence(rows: list[dict]) -> str:
     """What rows of :func:`compare_with_run` say about Gao et al.'s finding that best-of-n gets
     more gold score per nat of KL than RL (one sentence, capitalised, no final full stop).
 
-    Only a method whose gold is higher than best-of-n's *at equal KL* contradicts it; one that is
-    higher only at a KL beyond best-of-n's largest ``n`` leaves the question open.
+    Only a method whose gold gain is larger than best-of-n's *at equal KL* contradicts it; one
+    that is larger only at a KL beyond best-of-n's largest ``n`` leaves the question open.
     """
     if not rows:
         raise ValueError("summary_sentence needs at least one row of compare_with_run.")
     beaten = [r for r in rows if r["verdict"] == "lower" and r["equal_kl"]]
     open_ = [r for r in rows if r["verdict"] == "lower" and not r["equal_kl"]]
     if beaten:
-        return (f"Unlike in Gao et al.'s fits, {len(beaten)} of the {len(rows)} methods reached a "
-                "higher gold score than best-of-n at the same KL")  # fmt: skip
+        return (f"Unlike in Gao et al.'s fits, {len(beaten)} of the {len(rows)} methods gained "
+                "more gold than best-of-n at the same KL")  # fmt: skip
     if open_:
         return (f"No method beat best-of-n at equal KL, but {len(open_)} of the {len(rows)} "
-                "ended with a higher gold score at a KL beyond the largest n measured here, so "
+                "ended with a larger gold gain at a KL beyond the largest n measured here, so "
                 "for those this data cannot say which is more KL-efficient")  # fmt: skip
-    return ("This is consistent with Gao et al.: no method reached a higher gold score than "
-            "best-of-n at the same or a larger KL")  # fmt: skip
+    return ("This is consistent with Gao et al.: no method gained more gold than best-of-n at "
+            "the same or a larger KL")  # fmt: skip

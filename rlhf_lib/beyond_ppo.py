@@ -36,7 +36,12 @@ from rlhf_lib import checks
 from rlhf_lib.annotators import gold_score
 from rlhf_lib.cache import cached_stage, loading_stage
 from rlhf_lib.ppo import PPOConfig, position_ids_from_mask, response_mask
-from rlhf_lib.reward_model import RewardModelConfig, load_reward_model, score_texts
+from rlhf_lib.reward_model import (
+    RewardModelConfig,
+    load_reward_model,
+    reward_model_path,
+    score_texts,
+)
 from rlhf_lib.rlhf_run import RLHFRunConfig, evaluation_prompts
 from rlhf_lib.rlhf_run import make_trainer as make_ppo_trainer
 from rlhf_lib.runtime import go_offline, local_folder
@@ -53,6 +58,7 @@ STAGE = "method_run"
 RECORD = "record.json"
 METHODS = ("ppo", "grpo", "rloo", "dpo")
 ONLINE = ("ppo", "grpo", "rloo")  # the methods that sample from the policy while training
+DPO_LABELS = ("annotators", "gold")
 
 
 @dataclass
@@ -72,6 +78,9 @@ class MethodRunConfig:
     max_new_tokens: int = 24
     missing_eos_penalty: float = 1.0  # as PPO: a review never ended loses one reward unit
     dpo_beta: float = 0.1  # DPO's inverse temperature of the implicit reward (TRL's default)
+    # who labels DPO's pairs: chapter 4's noisy annotators, or the hidden gold preference itself
+    # (as the DPO paper labels its IMDb pairs with the classifier it then evaluates with)
+    dpo_labels: str = "annotators"
     n_prompts: int = 512  # training prompts, as chapter 5
     prompt_seed: int = 3
     n_eval_prompts: int = 128  # held-out prompts for the checkpoints
@@ -83,6 +92,7 @@ class MethodRunConfig:
 
     def __post_init__(self):
         checks.one_of(self, "method", METHODS)
+        checks.one_of(self, "dpo_labels", DPO_LABELS)
         checks.ints(self, "n_samples", "rollout_size", "group_size", "mini_batch_size", "epochs",
                     "max_new_tokens", "n_prompts", "n_eval_prompts", "eval_max_new_tokens",
                     "n_checkpoints")  # fmt: skip
@@ -229,9 +239,12 @@ def evaluate_policy(policy, reference, tokenizer, prompts, reward_model, rm_toke
     texts = [p + tokenizer.decode(r[m.bool()], skip_special_tokens=True)
              for p, r, m in zip(prompts, responses, mask, strict=True)]  # fmt: skip
     policy.train(was_training)
+    gold = np.asarray(gold_score(texts), dtype=float)
     return {
         "proxy": float(np.mean(score_texts(reward_model, rm_tokenizer, texts))),
-        "gold": float(np.mean(gold_score(texts))),
+        "gold": float(gold.mean()),
+        # the standard error of the mean gold score: what separates two policies from noise
+        "gold_se": float(gold.std(ddof=1) / np.sqrt(len(gold))) if len(gold) > 1 else 0.0,
         "kl": float(kl.mean()),
         "texts": texts,
     }
@@ -365,14 +378,15 @@ def _train_dpo(config: MethodRunConfig, output_dir):
 
     from rlhf_lib.preferences import for_training, load_preferences
 
-    pairs = for_training(load_preferences(config.reward_model.preferences)["train"])
+    split = load_preferences(config.reward_model.preferences)["train"]
     n_pairs = config.n_samples // 2
-    if n_pairs > len(pairs):
+    if n_pairs > len(split):
         raise ValueError(
             f"DPO needs n_samples / 2 = {n_pairs} preference pairs, but chapter 4's training "
-            f"split has {len(pairs)}: lower n_samples or raise PreferenceConfig.n_train."
+            f"split has {len(split)}: lower n_samples or raise PreferenceConfig.n_train."
         )
-    pairs = pairs.select(range(n_pairs))
+    split = split.select(range(n_pairs))
+    pairs = gold_labelled(split) if config.dpo_labels == "gold" else for_training(split)
     reference, tokenizer = load_sft_model(config.sft)
     args = DPOConfig(
         **_trl_common_args(config, output_dir),
@@ -395,6 +409,18 @@ def _train_dpo(config: MethodRunConfig, output_dir):
     _remove_printer(trainer)
     trainer.train()
     return trainer.model, trainer.state.log_history, checkpoints
+
+
+def gold_labelled(split):
+    """A preference split's pairs, each chosen by the hidden gold score instead of its annotator
+    (a tie keeps the annotator's order): the labels a noiseless annotator would give, in TRL's
+    columns."""
+    swap = np.asarray(split["gold_rejected"]) > np.asarray(split["gold_chosen"])
+    chosen = np.where(swap, split["rejected"], split["chosen"]).tolist()
+    rejected = np.where(swap, split["chosen"], split["rejected"]).tolist()
+    from datasets import Dataset
+
+    return Dataset.from_dict({"prompt": split["prompt"], "chosen": chosen, "rejected": rejected})
 
 
 def _train_ppo(config: MethodRunConfig, output_dir):
@@ -441,6 +467,10 @@ def train_method(config: MethodRunConfig, folder) -> dict:
     checkpoints (samples, proxy, gold, KL), the trainer's log, training wall and CPU seconds
     (measurement excluded) and the final held-out samples."""
     folder = Path(folder)
+    # the stages every method starts from, built (on a cold cache) before the clock starts: the
+    # training time is the method's own, not the SFT policy's or the reward model's
+    sft_model_path(config.sft)
+    reward_model_path(config.reward_model)
     torch.manual_seed(config.seed)
     wall, cpu = time.perf_counter(), time.process_time()
     policy, history, checkpoints = TRAINERS[config.method](config, folder / "trainer")

@@ -243,7 +243,9 @@ def overoptimisation_verdict(history: list[dict]) -> str:
     The gold score of a step is a mean over that rollout's samples, so it jitters. The noise is
     estimated as the standard deviation of step-to-step changes over the second half of the run,
     divided by √2 (the change of two independent draws has √2 times their spread). A fall larger
-    than twice that is reported as a fall; a smaller one as within noise.
+    than twice that is reported as a fall; a smaller one as within noise. Over-optimisation is
+    gold falling while the proxy rises: a fall of gold while the proxy did not rise is said to be
+    none.
     """
     if not isinstance(history, list | tuple):
         pick = ": pass runs[name] for the run to judge" if isinstance(history, dict) else ""
@@ -270,7 +272,11 @@ def overoptimisation_verdict(history: list[dict]) -> str:
     where = f"after its peak of {gold[peak]:.2f} at step {peak + 1} of {len(gold)}"
     proxy_did = f"the proxy {'rose' if rise >= 0 else 'fell'} {abs(rise):.2f}"
     if fall > 2 * noise:
-        return f"gold fell {fall:.2f} {where} while {proxy_did}"
+        if rise > 0:
+            return f"gold fell {fall:.2f} {where} while {proxy_did}"
+        also = f"also fell {-rise:.2f}" if rise < 0 else "did not move"
+        return (f"gold fell {fall:.2f} {where} while the proxy {also}: not over-optimisation, "
+                "which is gold falling while the proxy rises")  # fmt: skip
     return (f"gold did not fall beyond step-to-step noise (±{noise:.2f}) {where}: it ended "
             f"{fall:.2f} lower while {proxy_did}")  # fmt: skip
 
@@ -299,7 +305,8 @@ def dashboard_widget(runs: dict[str, list[dict]]):
 
 
 def gold_vs_kl_figure(runs: list[dict], y: str = "gold"):
-    """Gold score (or ``y="proxy"``) against KL to the SFT policy, one curve per method.
+    """Gold score (or ``y="proxy"``) against KL to the SFT policy (the reference π_ref), one
+    curve per method.
 
     ``runs`` are records of :func:`load_method_run` (or the benchmark's ``methods``): each has a
     ``method`` and its ``checkpoints``. Every curve starts at the SFT policy (KL 0); hover shows
@@ -345,7 +352,7 @@ def gold_vs_kl_figure(runs: list[dict], y: str = "gold"):
     label = "Mean gold score (hidden preference)" if y == "gold" else "Mean reward-model score"
     fig.update_layout(
         title=f"{label.split(' (')[0]} against KL to the SFT policy, held-out prompts",
-        xaxis_title="KL(π ‖ π_SFT), nats per review",
+        xaxis_title="KL(π ‖ π_ref), nats per review",
         yaxis_title=label,
         template="plotly_white",
         height=420,

@@ -47,6 +47,7 @@ MB = 2**20
 PRODUCERS = {  # the command that writes each results file
     "book_execution": "make benchmark  (that is: python benchmarks/book_execution.py --cold)",
     "rl_vs_trl": "python benchmarks/rl_vs_trl.py",
+    "frontier": "make benchmark-frontier  (that is: python benchmarks/frontier.py)",
     "page_weight": "make benchmark  (after make book: python benchmarks/page_weight.py)",
     "binder_memory": "make benchmark  (after make book: python benchmarks/binder_memory.py)",
 }

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 # Okabe–Ito colours, which colour-blind readers tell apart (Tableau's put PPO's green beside
 # the reward models' red). All are light enough for black box text at >= 5:1 contrast (WCAG 1.4.3;
 # white text had 2.3:1 to 3.6:1 on most of the old colours). Okabe–Ito's blue is too dark for black
-# text; the hidden gold preference stays grey (the chapters call those "the grey boxes").
+# text; the hidden gold preference stays grey (the chapters call it "the grey box").
 PART_COLOURS = {
     1: "#56B4E9",  # transformers: sky blue
     2: "#009E73",  # causal transformers: bluish green
@@ -78,7 +78,7 @@ STAGES = (
 )
 # fmt: on
 
-# (from, to, dashed): dashed arrows carry the hidden gold preference.
+# (from, to, hidden): arrows from the hidden gold preference are drawn lighter.
 EDGES = (
     ("transformer", "corpus", False),
     ("corpus", "base", False),
@@ -91,8 +91,15 @@ EDGES = (
     ("gold", "eval", True),
     ("ppo", "eval", False),
     ("rm", "beyond", False),
+    ("pairs", "beyond", False),  # DPO learns from the pairs directly
     ("beyond", "eval", False),
 )
+
+# Edges whose straight line between box centres would cross another box: (dx of the tail on the
+# bottom edge of its box, dx of the head on the top edge of its box), from the boxes' centres.
+# "rm" -> "beyond" would clip PPO's box and "pairs" -> "beyond" the reward model's; both run
+# below the middle row instead.
+EDGE_ANCHORS = {("rm", "beyond"): (-0.2, -0.15), ("pairs", "beyond"): (-0.2, 0.2)}
 
 BOX_HALF_WIDTH, BOX_HALF_HEIGHT = 0.44, 0.3
 
@@ -120,13 +127,19 @@ def pipeline_map(view: str = "book") -> go.Figure:
             layer="below",
             line=dict(color="white", width=2, dash="dot" if stage.part == 0 else "solid"),
         )
-    for start, end, dashed in EDGES:
+    for start, end, hidden in EDGES:
         a, b = by_key[start], by_key[end]
+        if (start, end) in EDGE_ANCHORS:
+            tail_dx, head_dx = EDGE_ANCHORS[start, end]
+            tail = (a.x + tail_dx, a.y - BOX_HALF_HEIGHT)
+            head = (b.x + head_dx, b.y + BOX_HALF_HEIGHT)
+        else:
+            tail, head = _edge_point(a, b), _edge_point(b, a)
         fig.add_annotation(
-            x=_edge_point(b, a)[0],
-            y=_edge_point(b, a)[1],
-            ax=_edge_point(a, b)[0],
-            ay=_edge_point(a, b)[1],
+            x=head[0],
+            y=head[1],
+            ax=tail[0],
+            ay=tail[1],
             xref="x",
             yref="y",
             axref="x",
@@ -136,7 +149,7 @@ def pipeline_map(view: str = "book") -> go.Figure:
             arrowhead=3,
             arrowsize=1.2,
             arrowwidth=2,
-            arrowcolor="#777" if dashed else "#333",
+            arrowcolor="#777" if hidden else "#333",
         )
 
     for name, attribute in (("book", "in_this_book"), ("instructgpt", "in_instructgpt")):

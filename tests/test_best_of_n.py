@@ -130,11 +130,17 @@ def test_interpolation_in_log_n_and_the_comparison_with_a_method():
     path = run(kl_best_of_n(4), 0.6)
     path["checkpoints"].insert(1, {"samples": 10, "kl": 30.0, "gold": 0.1})  # out of reach
     assert equal_kl_checkpoints(record, path) == [
-        {"samples": None, "kl": kl_best_of_n(4), "gold": 0.6, "bon_n": pytest.approx(4),
-         "bon_gold": pytest.approx(0.7)}]  # fmt: skip
+        {"samples": None, "kl": kl_best_of_n(4), "gold": 0.6, "gain": pytest.approx(0.1),
+         "bon_n": pytest.approx(4), "bon_gold": pytest.approx(0.7),
+         "bon_gain": pytest.approx(0.2)}]  # fmt: skip
 
     within = compare_with_run(record, run(kl_best_of_n(4), 0.6))
     assert within["equal_kl"] and within["bon_gold"] == pytest.approx(0.7)
+    assert within["gain"] == pytest.approx(0.1) and within["bon_gain"] == pytest.approx(0.2)
+    # judged by gains: a method measured on prompts where SFT scores 0.1 higher is not favoured
+    shifted = run(kl_best_of_n(4), 0.75)
+    shifted["checkpoints"][0]["gold"] = 0.6
+    assert compare_with_run(record, shifted)["verdict"] == "higher"
     assert within["verdict"] == "higher" and within["noise"] is None
     sentence = comparison_sentence(within, METHOD_NAMES["ppo"])
     assert sentence.startswith("At PPO (ours)'s final KL of") and "higher than" in sentence

@@ -126,3 +126,23 @@ def test_overoptimisation_verdict_compares_the_fall_with_step_noise():
     assert verdict.endswith("it ended 0.01 lower while the proxy rose 4.00")
     with pytest.raises(ValueError, match="at least 4 logged steps"):
         overoptimisation_verdict(rising[:3])
+
+
+def test_a_gold_fall_with_a_falling_proxy_is_not_over_optimisation():
+    from rlhf_lib.dashboard import overoptimisation_verdict
+
+    both_fall = _history([0.5, 0.8, 0.9, 0.7, 0.71, 0.69, 0.7, 0.2], [0, 1, 2, 3, 4, 5, 6, 1.5])
+    verdict = overoptimisation_verdict(both_fall)
+    assert verdict.startswith(
+        "gold fell 0.70 after its peak of 0.90 at step 3 of 8 while the proxy also fell 0.50"
+    )
+    assert "not over-optimisation" in verdict
+    flat = _history([0.5, 0.8, 0.9, 0.7, 0.71, 0.69, 0.7, 0.2], [0, 1, 2, 2, 2, 2, 2, 2])
+    assert "the proxy did not move: not over-optimisation" in overoptimisation_verdict(flat)
+    rising = _history([0.5, 0.8, 0.9, 0.7, 0.71, 0.69, 0.7, 0.2], [0, 1, 2, 3, 4, 5, 6, 7])
+    assert "not over-optimisation" not in overoptimisation_verdict(rising)
+
+
+def test_the_gold_vs_kl_axis_names_the_reference_policy():
+    records = [{"method": "m", "checkpoints": [{"kl": 0.0, "gold": 0.5, "samples": 0}]}]
+    assert gold_vs_kl_figure(records).layout.xaxis.title.text.startswith("KL(π ‖ π_ref)")
