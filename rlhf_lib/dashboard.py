@@ -14,7 +14,7 @@ from numbers import Real
 import plotly.graph_objects as go
 
 from rlhf_lib import checks
-from rlhf_lib.notebook import OKABE_ITO
+from rlhf_lib.notebook import OKABE_ITO, white_template
 
 # metric name -> label on the dashboard, in the order of its buttons
 DASHBOARD_METRICS = {
@@ -354,7 +354,7 @@ def gold_vs_kl_figure(runs: list[dict], y: str = "gold"):
         title=f"{label.split(' (')[0]} against KL to the SFT policy, held-out prompts",
         xaxis_title="KL(π ‖ π_ref), nats per review",
         yaxis_title=label,
-        template="plotly_white",
+        template=white_template(),
         height=420,
         legend={"orientation": "h", "y": -0.2},
     )

@@ -28,6 +28,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from rlhf_lib.dashboard import KL_BAND, KL_BAND_COLOUR, RUN_COLOURS
+from rlhf_lib.notebook import white_template
 
 # Every setting of the sweep: chapter 5's budget, one KL coefficient changed. PPO and RLOO charge
 # β·k1 in the reward, GRPO adds β·k3 to the loss; DPO's β_DPO scales its implicit reward.
@@ -380,7 +381,7 @@ def frontier_figure(report: dict, extra: list[dict] | None = None) -> go.Figure:
         title="The gold-vs-KL frontier: every method at several KL coefficients",
         xaxis_title="KL(π ‖ π_ref), nats per review",
         yaxis_title="Mean gold score (hidden preference)",
-        template="plotly_white",
+        template=white_template(),
         height=520,
         legend={"font": {"size": 10}},
     )
@@ -420,7 +421,7 @@ def fits_figure(report: dict) -> go.Figure:
         title="Gold gained against d = √KL, with Gao et al.'s functional forms",
         xaxis_title="d = √KL (KL in nats per review)",
         yaxis_title="Gold score gained over the SFT policy",
-        template="plotly_white",
+        template=white_template(),
         height=480,
         legend={"font": {"size": 10}},
     )

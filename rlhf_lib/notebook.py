@@ -164,11 +164,24 @@ def use_colour_blind_safe_colours() -> None:
     It becomes the colour sequence of plotly's default template, which graph_objects and plotly
     express figures both take, on the website, in Colab, Binder and on a laptop alike.
     """
+    import plotly.io as pio
+
+    pio.templates.default = f"plotly+{_register_colour_template()}"
+
+
+def white_template() -> str:
+    """plotly's white template with :data:`OKABE_ITO` as its colours. A figure that names
+    ``template="plotly_white"`` alone replaces the default, colours included, and gets plotly's
+    red-beside-green sequence back; this keeps the book's."""
+    return f"plotly_white+{_register_colour_template()}"
+
+
+def _register_colour_template() -> str:
     import plotly.graph_objects as go
     import plotly.io as pio
 
     pio.templates[COLOUR_TEMPLATE] = go.layout.Template(layout={"colorway": OKABE_ITO[:7]})
-    pio.templates.default = f"plotly+{COLOUR_TEMPLATE}"
+    return COLOUR_TEMPLATE
 
 
 # Which plotly renderer serves which environment, and why. ``setup_notebook`` picks one.

@@ -28,7 +28,7 @@ import plotly.graph_objects as go
 import yaml
 
 from rlhf_lib import checks
-from rlhf_lib.notebook import OKABE_ITO
+from rlhf_lib.notebook import OKABE_ITO, white_template
 
 # The book's targets: a class runs the whole book in one sitting on a 2-core laptop, and a Binder
 # kernel is killed above 2 GB.
@@ -373,7 +373,7 @@ def execution_figure(report: dict, chapters: dict[str, str] | None = None) -> go
     fig.update_layout(
         title=titles["seconds"],
         xaxis_title="seconds",
-        template="plotly_white",
+        template=white_template(),
         height=max(420, 22 * len(table) + 260),
         legend={"orientation": "h", "y": -0.12, "title_text": "chapter"},
         yaxis={

@@ -97,10 +97,12 @@ def test_a_figure_without_a_title_is_still_described():
 
 
 def test_every_figure_of_the_library_has_a_title():
+    from rlhf_lib.decoding import decoding_explorer_figure
     from rlhf_lib.explorer import positional_encoding_figure
     from rlhf_lib.pipeline import pipeline_map
 
-    for fig in (pipeline_map(), positional_encoding_figure(d_models=(8,))):
+    decoding = decoding_explorer_figure("The plot", {"greedy": [" was good."]})
+    for fig in (pipeline_map(), positional_encoding_figure(d_models=(8,)), decoding):
         assert fig.layout.title.text, notebook.figure_alt_text(fig)
     assert notebook.figure_alt_text(pipeline_map()).startswith("Diagram: The RLHF pipeline")
 
@@ -110,6 +112,10 @@ def test_figures_take_colours_that_colour_blind_readers_tell_apart():
     colours = go.Figure().layout.template.layout.colorway
     assert list(colours) == list(notebook.OKABE_ITO[:7])
     assert "#EF553B" not in colours and "#00CC96" not in colours  # plotly's red and green
+    # a figure on a white background keeps them (plain "plotly_white" would bring plotly's back)
+    white = go.Figure(layout={"template": notebook.white_template()})
+    assert list(white.layout.template.layout.colorway) == list(notebook.OKABE_ITO[:7])
+    assert white.layout.template.layout.plot_bgcolor == "white"
 
 
 def test_show_in_output_puts_the_figure_inside_the_widget(monkeypatch):
