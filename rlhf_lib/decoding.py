@@ -266,8 +266,12 @@ def decoding_explorer_figure(prompt: str, samples: dict[str, list[str]]) -> go.F
     ]  # fmt: skip
     fig.update_layout(
         # on the right: the menu of settings sits on the left
-        title={"text": f"Continuations of “{prompt}”, one decoding setting at a time",
-               "x": 0.99, "xanchor": "right", "font": {"size": 14}},  # fmt: skip
+        title={
+            "text": f"Continuations of “{prompt}”, one decoding setting at a time",
+            "x": 0.99,
+            "xanchor": "right",
+            "font": {"size": 14},
+        },  # fmt: skip
         updatemenus=[
             dict(buttons=buttons, direction="down", x=0.0, y=1.2, xanchor="left", yanchor="top")
         ],

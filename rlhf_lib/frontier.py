@@ -61,10 +61,24 @@ def family(setting: dict) -> str:
 
 
 def coefficient(setting: dict) -> tuple[str, float]:
-    """The swept coefficient of a setting: ``("β_DPO", value)`` or ``("β", value)``."""
+    """The swept coefficient of a setting and its symbol: ``("β_PPO", 0.05)``, ``("β_DPO",
+    0.1)``... (chapter 6 gives each method's β its own name: each weighs a different term)."""
     if setting["method"] == "dpo":
         return "β_DPO", setting["dpo_beta"]
-    return "β", setting["beta"]
+    return f"β_{setting['method'].upper()}", setting["beta"]
+
+
+def of(k: int, n: int, noun: str = "", plural: str = "") -> str:
+    """``k`` of ``n`` in the words a reader expects: "none of the 3 runs", "all 3 runs",
+    "2 of the 3 runs", and for ``n = 1`` "the one run" or "not the one run"."""
+    noun_s = f" {plural or noun + 's'}" if noun else ""
+    if n == 1:
+        return f"{'the' if k else 'not the'} one{' ' + noun if noun else ''}"
+    if k == 0:
+        return f"none of the {n}{noun_s}"
+    if k == n:
+        return f"all {n}{noun_s}"
+    return f"{k} of the {n}{noun_s}"
 
 
 def gains(run: dict, drop_collapsed: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -147,9 +161,10 @@ def collapsed_checkpoints(report: dict) -> list[dict]:
         d, gain, se = gains(run)
         for index in np.nonzero(collapsed(gain, se))[0]:
             point = run["checkpoints"][index]
-            rows.append({"family": family(run["setting"]),
-                         "coefficient": coefficient(run["setting"])[1],
-                         "kl": point["kl"], "gold": point["gold"]})  # fmt: skip
+            symbol, value = coefficient(run["setting"])
+            rows.append({"family": family(run["setting"]), "symbol": symbol,
+                         "coefficient": value, "kl": point["kl"],
+                         "gold": point["gold"]})  # fmt: skip
     return rows
 
 
@@ -242,16 +257,22 @@ def against_ppo(report: dict, name: str) -> dict:
 
 
 def _dominance(counts: dict, name: str) -> str:
+    """Dominance as the DPO paper means it: higher gold at every KL. With noisy points, a method
+    dominates only if every compared checkpoint lies above the other's fitted frontier."""
     compared = counts["above"] + counts["on"] + counts["below"]
-    where = (f"of its {compared} checkpoints within PPO's range of KL, {counts['above']} lie "
-             f"above PPO's fitted frontier, {counts['on']} on it (within twice the noise) and "
-             f"{counts['below']} below")  # fmt: skip
     if compared == 0:
-        return f"{name}: none of its checkpoints lies within PPO's range of KL"
-    if counts["above"] > compared / 2:
+        return f"None of {name}'s checkpoints lies within PPO's range of KL"
+    above, on, below = (counts[k] or "none" for k in ("above", "on", "below"))
+    where = (f"of its {compared} checkpoints within PPO's range of KL, {above} lie above PPO's "
+             f"fitted frontier, {on} on it (within twice the noise) and {below} below")  # fmt: skip
+    if counts["above"] == compared:
         return f"{name} dominates PPO here: {where}"
-    if counts["below"] > compared / 2:
-        return f"{name} does not dominate PPO here; PPO dominates it: {where}"
+    if counts["below"] == compared:
+        return f"PPO dominates {name} here: {where}"
+    if counts["above"] == 0 and counts["below"]:
+        return f"{name} never beats PPO here: {where}"
+    if counts["below"] == 0 and counts["above"]:
+        return f"PPO never beats {name} here: {where}"
     return f"Neither {name} nor PPO dominates here: {where}"
 
 
@@ -276,15 +297,16 @@ def label_effect(report: dict) -> dict:
     measured = [r for r in rows if r["measured"]]
     up = sum(r["difference"] > 0 for r in measured)
     sentence = (f"Gold labels instead of the annotators' changed DPO's final gold score by "
-                f"{changes}; {len(measured)} of these {len(rows)} differences exceed twice their "
+                f"{changes}; {of(len(measured), len(rows), 'difference')} exceed twice their "
                 "standard error")  # fmt: skip
     if measured:
         sentence += f" ({up} up, {len(measured) - up} down)"
     kl_changes = ", ".join(f"{r['kl_change']:+.2f}" for r in rows)
     higher = sum(r["kl_change"] > 0 for r in rows)
-    sentence += (f". They changed its final KL by {kl_changes} nats: higher at {higher} of the "
-                 f"{len(rows)}")  # fmt: skip
-    return {"rows": rows, "sentence": sentence, "kl_higher": higher}
+    sentence += (f". They changed its final KL by {kl_changes} nats: higher at "
+                 f"{of(higher, len(rows))}")  # fmt: skip
+    return {"rows": rows, "sentence": sentence, "kl_higher": higher, "gold_up": up,
+            "gold_down": len(measured) - up}  # fmt: skip
 
 
 def verdicts(report: dict) -> dict[str, str]:
@@ -295,8 +317,8 @@ def verdicts(report: dict) -> dict[str, str]:
     parts, slower, measured = [], 0, 0
     for name, row in eff.items():
         label = FAMILIES[name]
-        beyond = (f"; best-of-n never reaches the gain of {row['unreached']} more"
-                  if row["unreached"] else "")  # fmt: skip
+        more = "one more checkpoint" if row["unreached"] == 1 else f"{row['unreached']} more"
+        beyond = f"; best-of-n never reaches the gain of {more}" if row["unreached"] else ""
         if row["median_ratio"] is None:
             parts.append(f"{label}: no checkpoint's gain lies within best-of-n's range{beyond}")
             continue
@@ -314,19 +336,27 @@ def verdicts(report: dict) -> dict[str, str]:
     stops = early_stopping(report)
     lines = []
     for name, row in stops.items():
-        off = [s for s in row["settings"] if s["side"] != "on"]
         label = FAMILIES[name]
-        if row["one_curve"]:
-            lines.append(f"{label}: every β lies on one curve, within twice its noise"
-                         + (", and a larger β stops earlier on it (a smaller final KL)"
-                            if row["kl_falls_with_beta"] else ""))  # fmt: skip
-        else:
+        symbol = f"β_{name.upper()}"
+        finals = ", ".join(f"{s['final_kl']:.2f}" for s in row["settings"])
+        values = ", ".join(f"{s['coefficient']:g}" for s in row["settings"])
+        if not row["one_curve"]:
             lines.append(f"{label}: " + ", ".join(
-                f"β = {s['coefficient']:g} lies {s['side']} the common curve "
-                f"({s['offset']:+.3f} on average)" for s in off))  # fmt: skip
-    on_one = sum(row["one_curve"] for row in stops.values())
-    head = (f"For {on_one} of the {len(stops)} RL methods the KL coefficient acts like early "
-            "stopping, as Gao et al. report")  # fmt: skip
+                f"{symbol} = {s['coefficient']:g} lies {s['side']} the common curve "
+                f"({s['offset']:+.3f} on average)"
+                for s in row["settings"] if s["side"] != "on"))  # fmt: skip
+        elif row["kl_falls_with_beta"]:
+            lines.append(f"{label}: every {symbol} lies on one curve, within twice its noise, and "
+                         f"a larger one stops sooner on it (final KL {finals} nats for {symbol} "
+                         f"= {values})")  # fmt: skip
+        else:
+            lines.append(f"{label}: every {symbol} lies on one curve, within twice its noise, but "
+                         f"a larger one did not always stop sooner (final KL {finals} nats for "
+                         f"{symbol} = {values})")  # fmt: skip
+    early = sum(row["one_curve"] and row["kl_falls_with_beta"] for row in stops.values())
+    head = (f"For {of(early, len(stops), 'RL method')} the KL coefficient acts like early "
+            "stopping (one curve, and a larger coefficient stops sooner on it), as Gao et al. "
+            "report")  # fmt: skip
     result["early_stopping"] = f"{head}. " + "; ".join(lines)
     for name in ("dpo", "dpo_gold"):
         if runs_of(report, name):
@@ -410,10 +440,11 @@ def fits_figure(report: dict) -> go.Figure:
         ))  # fmt: skip
         f = fitted[name]
         grid = np.linspace(0, f["d_max"], 100)
-        shape = "d(α − β·d)" if name == BEST_OF_N else "d(α − β·log d)"
+        kind = "bon" if name == BEST_OF_N else "RL"
+        shape = f"d(α_{kind} − β_{kind}·" + ("d)" if name == BEST_OF_N else "log d)")
         fig.add_trace(go.Scatter(
             x=grid, y=predict(f, grid), mode="lines", legendgroup=name,
-            name=f"{label}: {shape}, α = {f['alpha']:.3f}, β = {f['beta']:.3f}",
+            name=f"{label}: {shape}, α_{kind} = {f['alpha']:.3f}, β_{kind} = {f['beta']:.3f}",
             line={"color": colour, "dash": "dot" if name == BEST_OF_N else "solid"},
             hoverinfo="skip",
         ))  # fmt: skip

@@ -252,7 +252,7 @@ class PPOConfig:
     batch_size: int = 32  # prompts per rollout: more gives steadier advantages, costs time
     mini_batch_size: int = 8  # the rollout is split into minibatches for the updates
     ppo_epochs: int = 4  # passes over each rollout: reuse samples while the ratio stays near 1
-    max_new_tokens: int = 24  # response length cap; a review ends well within it
+    max_new_tokens: int = 24  # response length cap; a review cut off here scores the EOS penalty
     temperature: float = 1.0  # sampling temperature, also applied to the log-probabilities
     # reward
     kl_coef: float = 0.05  # β: the price of one nat of KL to the reference, per token

@@ -23,6 +23,7 @@ from rlhf_lib.frontier import (
     frontier_figure,
     kl_to_reach,
     label_effect,
+    of,
     predict,
     verdicts,
 )
@@ -67,12 +68,12 @@ def _run(setting, d, gain, se=0.01, gold0=0.5):
         for i, (x, g) in enumerate(zip(d, gain, strict=True))]}  # fmt: skip
 
 
-def _report(ppo_shift=0.0, dpo_gain=0.0):
+def _report(ppo_shift=0.0, dpo_gain=0.0, d_ends=(3.0, 2.2, 1.4)):
     """PPO at three β on one RL curve (the largest β stops earliest), optionally one β moved;
     best-of-n on a steeper curve; DPO points at a fixed offset from PPO's curve."""
     rl = {"form": "rl", "alpha": 0.25, "beta": 0.08}
     runs = []
-    for beta, d_end in ((0.01, 3.0), (0.05, 2.2), (0.2, 1.4)):
+    for beta, d_end in zip((0.01, 0.05, 0.2), d_ends, strict=True):
         d = np.linspace(0, d_end, 6)
         gain = predict(rl, d) + (ppo_shift if beta == 0.2 else 0.0) * (d > 0)
         runs.append(_run({"method": "ppo", "beta": beta}, d, gain))
@@ -92,7 +93,14 @@ def _report(ppo_shift=0.0, dpo_gain=0.0):
 def test_one_curve_for_every_beta_reads_as_early_stopping():
     row = early_stopping(_report())["ppo"]
     assert row["one_curve"] and row["kl_falls_with_beta"]
-    assert "acts like early stopping" in verdicts(_report())["early_stopping"]
+    assert verdicts(_report())["early_stopping"].startswith(
+        "For the one RL method the KL coefficient acts like early stopping"
+    )
+    # one curve, but the largest β ran furthest: not early stopping
+    report = _report(d_ends=(1.4, 2.2, 3.0))
+    row = early_stopping(report)["ppo"]
+    assert row["one_curve"] and not row["kl_falls_with_beta"]
+    assert verdicts(report)["early_stopping"].startswith("For not the one RL method")
 
 
 def test_a_beta_whose_points_sit_above_the_curve_moved_the_frontier():
@@ -100,11 +108,14 @@ def test_a_beta_whose_points_sit_above_the_curve_moved_the_frontier():
     assert not row["one_curve"]
     sides = {s["coefficient"]: s["side"] for s in row["settings"]}
     assert sides[0.2] == "above"
-    assert "For 0 of the 1 RL methods" in verdicts(_report(ppo_shift=0.15))["early_stopping"]
+    assert (
+        "β_PPO = 0.2 lies above the common curve"
+        in verdicts(_report(ppo_shift=0.15))["early_stopping"]
+    )
 
 
 @pytest.mark.parametrize(("offset", "word"), [(0.2, "dominates PPO"), (0.0, "Neither"),
-                                              (-0.2, "PPO dominates it")])  # fmt: skip
+                                              (-0.2, "PPO dominates DPO")])  # fmt: skip
 def test_dpo_against_ppo_follows_the_points(offset, word):
     counts = against_ppo(_report(dpo_gain=offset), "dpo_gold")
     assert sum(counts.values()) == 5
@@ -157,7 +168,7 @@ def test_label_effect_compares_each_beta_trained_both_ways():
     effect = label_effect(report)
     (row,) = effect["rows"]
     assert row["dpo_beta"] == 0.1 and row["measured"] and row["difference"] > 0
-    assert "1 of these 1 differences exceed twice" in effect["sentence"]
+    assert "the one difference exceed twice" in effect["sentence"]
     assert "(1 up, 0 down)" in effect["sentence"]
 
 
@@ -167,7 +178,7 @@ def test_a_collapsed_checkpoint_is_counted_and_left_out_of_the_fits():
     report["runs"][0]["checkpoints"].append({"kl": 20.0, "gold": -0.6, "gold_se": 0.1,
                                              "samples": 999})  # fmt: skip
     assert collapsed_checkpoints(report) == [
-        {"family": "ppo", "coefficient": 0.01, "kl": 20.0, "gold": -0.6}
+        {"family": "ppo", "symbol": "β_PPO", "coefficient": 0.01, "kl": 20.0, "gold": -0.6}
     ]
     assert fits(report)["ppo"]["alpha"] == pytest.approx(clean["alpha"])
     assert early_stopping(report)["ppo"]["one_curve"]
@@ -187,3 +198,10 @@ def test_the_committed_sweep_covers_every_setting_and_records_its_commit():
         assert all(p["gold_se"] > 0 for p in points)
     assert {p["n"] for p in report["best_of_n"]["checkpoints"]} >= {1, 64}
     assert set(verdicts(report)) == {"efficiency", "early_stopping", "dpo", "dpo_gold"}
+
+
+def test_counts_read_as_words():
+    assert of(0, 3, "run") == "none of the 3 runs"
+    assert of(3, 3, "run") == "all 3 runs"
+    assert of(2, 3, "run") == "2 of the 3 runs"
+    assert of(1, 1, "run") == "the one run" and of(0, 1) == "not the one"
