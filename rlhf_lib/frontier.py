@@ -28,7 +28,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from rlhf_lib.dashboard import KL_BAND, KL_BAND_COLOUR, RUN_COLOURS
-from rlhf_lib.notebook import white_template
+from rlhf_lib.notebook import OKABE_ITO, white_template
 
 # Every setting of the sweep: chapter 5's budget, one KL coefficient changed. PPO and RLOO charge
 # β·k1 in the reward, GRPO adds β·k3 to the loss; DPO's β_DPO scales its implicit reward.
@@ -402,17 +402,35 @@ def frontier_figure(report: dict, extra: list[dict] | None = None) -> go.Figure:
         points = run["checkpoints"]
         fig.add_trace(go.Scatter(
             x=[p["kl"] for p in points], y=[p["gold"] for p in points], mode="lines+markers",
-            name=run["label"], line={"color": "#000000", "width": 3, "dash": "dash"},
+            name=run["label"], line={"color": OKABE_ITO[6], "width": 3, "dash": "dash"},
             hovertemplate=run["label"] + "<br>KL %{x:.2f} nats<br>gold %{y:.3f}<extra></extra>",
         ))  # fmt: skip
     fig.add_vrect(x0=KL_BAND[0], x1=KL_BAND[1], fillcolor=KL_BAND_COLOUR, opacity=0.08,
                   line_width=0)  # fmt: skip
+    # Axes fit the checkpoints that did not collapse; a collapsed one would squeeze the rest
+    # into a corner, so it is drawn off the scale and named in a note instead.
+    kept = [p for run in report["runs"] for p, bad in zip(
+        run["checkpoints"], collapsed(*gains(run)[1:]), strict=True) if not bad]  # fmt: skip
+    kept += [*bon, *(p for run in extra or [] for p in run["checkpoints"])]
+    golds, kls = [p["gold"] for p in kept], [p["kl"] for p in kept]
+    fig.update_yaxes(range=[min(golds) - 0.05, max(golds) + 0.05])
+    fig.update_xaxes(range=[-0.3, max(kls) * 1.05 + 0.3])
+    off_scale = collapsed_checkpoints(report)
+    if off_scale:
+        fig.add_annotation(
+            text="Off the scale (collapsed): " + "; ".join(
+                f"{FAMILIES[c['family']]}, {c['symbol']} = {c['coefficient']:g}: gold "
+                f"{c['gold']:.2f} at {c['kl']:.1f} nats" for c in off_scale),
+            xref="paper", yref="paper", x=0, y=-0.2, showarrow=False, xanchor="left",
+            font={"size": 11},
+        )  # fmt: skip
     fig.update_layout(
         title="The gold-vs-KL frontier: every method at several KL coefficients",
         xaxis_title="KL(π ‖ π_ref), nats per review",
         yaxis_title="Mean gold score (hidden preference)",
         template=white_template(),
-        height=520,
+        height=640,  # the legend lists every run
+        margin={"b": 110},
         legend={"font": {"size": 10}},
     )
     return fig
