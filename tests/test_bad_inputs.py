@@ -115,6 +115,12 @@ PROMPTS = ["the film was", "i thought the acting", "the plot", "what a"]
 # 3. Every config is checked when it is built
 # ---------------------------------------------------------------------------------------------
 
+
+def cases(table):
+    """The rows of a case table, ``(id, *arguments)``, as pytest parameters named by their id."""
+    return [pytest.param(*arguments, id=case) for case, *arguments in table]
+
+
 CONFIG_CASES = [  # (id, config class, fields, message pattern[, exception])
     # PPO (chapter 5)
     ("ppo-kl-nan", PPOConfig, {"kl_coef": NAN},
@@ -360,7 +366,7 @@ PPO_CASES = [
 
 @pytest.mark.parametrize(
     "make, error, match",
-    [pytest.param(make, error, match, id=case) for case, make, error, match in PPO_CASES],
+    cases(PPO_CASES),
 )
 def test_ppo_trainer_refuses_misuse(tokenizers, make, error, match):
     with pytest.raises(error, match=match):
@@ -485,7 +491,7 @@ DATA_CASES = [
 
 @pytest.mark.parametrize(
     "call, error, match",
-    [pytest.param(call, error, match, id=case) for case, call, error, match in DATA_CASES],
+    cases(DATA_CASES),
 )
 def test_data_mistakes_name_the_column_and_the_fix(reward_model, call, error, match):
     with pytest.raises(error, match=match):
@@ -530,7 +536,7 @@ SAMPLING_CASES = [
 
 @pytest.mark.parametrize(
     "call, error, match",
-    [pytest.param(call, error, match, id=case) for case, call, error, match in SAMPLING_CASES],
+    cases(SAMPLING_CASES),
 )
 def test_sampling_refuses_bad_tokenizers_and_arguments(small_policy, call, error, match):
     with pytest.raises(error, match=match):
@@ -588,7 +594,7 @@ TOKEN_CASES = [
 
 @pytest.mark.parametrize(
     "call, error, match",
-    [pytest.param(call, error, match, id=case) for case, call, error, match in TOKEN_CASES],
+    cases(TOKEN_CASES),
 )
 def test_token_ids_outside_the_vocabulary_are_refused(call, error, match):
     with torch.no_grad(), pytest.raises(error, match=match):
@@ -643,7 +649,7 @@ ATTENTION_CASES = [
 
 @pytest.mark.parametrize(
     "call, error, match",
-    [pytest.param(call, error, match, id=case) for case, call, error, match in ATTENTION_CASES],
+    cases(ATTENTION_CASES),
 )
 def test_attention_inputs_are_checked(call, error, match):
     with pytest.raises(error, match=match):
@@ -971,7 +977,7 @@ FUNCTION_CASES = [  # (id, call, exception, message pattern)
 
 @pytest.mark.parametrize(
     "call, error, match",
-    [pytest.param(call, error, match, id=case) for case, call, error, match in FUNCTION_CASES],
+    cases(FUNCTION_CASES),
 )
 def test_functions_refuse_what_would_be_silently_wrong(call, error, match):
     with pytest.raises(error, match=match):
@@ -1053,7 +1059,7 @@ CACHE_AND_FOLDER_CASES = [  # (id, call(tmp_path), exception, message pattern)
 
 @pytest.mark.parametrize(
     "call, error, match",
-    [pytest.param(c, e, m, id=case) for case, c, e, m in CACHE_AND_FOLDER_CASES],
+    cases(CACHE_AND_FOLDER_CASES),
 )
 def test_cache_and_folder_mistakes_are_named(tmp_path, monkeypatch, call, error, match):
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
@@ -1113,9 +1119,7 @@ def _ids_tokenizer():
     return _IdsTokenizer()
 
 
-@pytest.mark.parametrize(
-    "call, expected", [pytest.param(c, e, id=case) for case, c, e in LEGITIMATE_CASES]
-)
+@pytest.mark.parametrize("call, expected", cases(LEGITIMATE_CASES))
 def test_legitimate_inputs_are_accepted(call, expected):
     assert _same(call(), expected)
 
@@ -1231,7 +1235,7 @@ FIGURE_CASES = [  # (id, call, exception, message pattern)
 
 @pytest.mark.parametrize(
     "call, error, match",
-    [pytest.param(call, error, match, id=case) for case, call, error, match in FIGURE_CASES],
+    cases(FIGURE_CASES),
 )
 def test_figures_and_pages_name_the_mistake(call, error, match):
     with pytest.raises(error, match=match):
@@ -1252,8 +1256,6 @@ FIGURE_LEGITIMATE_CASES = [  # (id, call, expected): inputs that used to be refu
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "call, expected", [pytest.param(c, e, id=case) for case, c, e in FIGURE_LEGITIMATE_CASES]
-)
+@pytest.mark.parametrize("call, expected", cases(FIGURE_LEGITIMATE_CASES))
 def test_figures_accept_legitimate_inputs(call, expected):
     assert _same(call(), expected)

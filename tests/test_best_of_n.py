@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+from tiny_models import review_tokenizer, tiny_gpt2_config
+from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
 
 from rlhf_lib import cache
 from rlhf_lib.best_of_n import (
@@ -32,7 +33,6 @@ from rlhf_lib.best_of_n import (
 )
 from rlhf_lib.beyond_ppo import METHOD_NAMES, MethodRunConfig
 from rlhf_lib.dashboard import gold_vs_kl_figure
-from rlhf_lib.reviews import train_tokenizer
 from rlhf_lib.rlhf_run import evaluation_prompts
 
 PROMPTS = ["the film was", "the plot", "what a"]
@@ -188,13 +188,9 @@ class LengthReward(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def tiny():
-    texts = ["the film was good and the acting was great.", "the plot was not bad at all."] * 50
-    tokenizer = train_tokenizer(texts, vocab_size=300)
+    tokenizer = review_tokenizer()
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1,
-                        n_head=2, bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                        num_labels=1)  # fmt: skip
+    config = tiny_gpt2_config(tokenizer, num_labels=1)
     return GPT2LMHeadModel(config).eval(), GPT2ForSequenceClassification(config).eval(), tokenizer
 
 

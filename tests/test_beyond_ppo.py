@@ -6,7 +6,8 @@ import math
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from tiny_models import review_tokenizer, tiny_gpt2_config
+from transformers import GPT2LMHeadModel
 
 from rlhf_lib.beyond_ppo import (
     MethodRunConfig,
@@ -16,7 +17,6 @@ from rlhf_lib.beyond_ppo import (
     rloo_advantages,
 )
 from rlhf_lib.dashboard import gold_vs_kl_figure
-from rlhf_lib.reviews import train_tokenizer
 
 REWARDS = torch.tensor([1.0, 0.0, 0.5, 2.5, -1.0, -1.0, 3.0, 0.0])
 
@@ -96,14 +96,9 @@ class ConstantReward(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def tiny_policy():
-    texts = ["the film was good and the acting was great.", "the plot was not bad at all."] * 50
-    tokenizer = train_tokenizer(texts, vocab_size=300)
+    tokenizer = review_tokenizer()
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1,
-                        n_head=2, bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    return GPT2LMHeadModel(config).eval(), tokenizer
+    return GPT2LMHeadModel(tiny_gpt2_config(tokenizer)).eval(), tokenizer
 
 
 def test_kl_is_zero_against_itself_and_positive_after_a_change(tiny_policy):

@@ -5,10 +5,10 @@ import copy
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+from tiny_models import review_tokenizer, tiny_gpt2_config
+from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
 
 from rlhf_lib.ppo import AdaptiveKLController, PPOConfig, PPOTrainer, response_mask
-from rlhf_lib.reviews import train_tokenizer
 
 PROMPTS = ["the film was", "i thought the acting", "the plot", "what a"]
 TRL_NAMES = ("objective/kl", "objective/entropy", "objective/non_score_reward",
@@ -18,17 +18,12 @@ TRL_NAMES = ("objective/kl", "objective/entropy", "objective/non_score_reward",
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    texts = ["the film was good and the acting was great.", "the plot was not bad at all."] * 50
-    return train_tokenizer(texts, vocab_size=300)
+    return review_tokenizer()
 
 
 def tiny_models(tokenizer, seed=0):
     torch.manual_seed(seed)
-    config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=32, n_embd=32, n_layer=1, n_head=2,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, num_labels=1,
-    )  # fmt: skip
+    config = tiny_gpt2_config(tokenizer, n_positions=32, num_labels=1)
     policy = GPT2LMHeadModel(config)
     value = GPT2ForSequenceClassification(config)
     return policy, copy.deepcopy(policy), value
