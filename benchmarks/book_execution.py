@@ -116,12 +116,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/book_execution.json"))
     parser.add_argument("--cold", action="store_true", help="start from an empty stage cache")
+    parser.add_argument("--keep-cache", metavar="DIR",
+                        help="with --cold: build the stages in DIR (new or empty) and keep them, "
+                        "so a later `make book` with RLHF_BOOK_CACHE=DIR reuses them")  # fmt: skip
     parser.add_argument("pages", nargs="*", help="only these pages (default: every toc page)")
     args = parser.parse_args()
 
     os.environ.setdefault("RLHF_BOOK_BUILD", "1")  # summary-line progress bars, as in the build
-    cold_dir = tempfile.TemporaryDirectory(prefix="rlhf-cache-") if args.cold else None
-    if cold_dir:
+    cold_dir = None
+    if args.keep_cache:
+        keep = Path(args.keep_cache)
+        if not args.cold or (keep.exists() and any(keep.iterdir())):
+            parser.error("--keep-cache needs --cold and a new or empty folder")
+        keep.mkdir(parents=True, exist_ok=True)
+        os.environ["RLHF_BOOK_CACHE"] = str(keep.resolve())
+    elif args.cold:
+        cold_dir = tempfile.TemporaryDirectory(prefix="rlhf-cache-")
         os.environ["RLHF_BOOK_CACHE"] = cold_dir.name
 
     pages = []

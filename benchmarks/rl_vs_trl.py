@@ -1,7 +1,8 @@
 """Our PPO against TRL's GRPO and RLOO (and DPO), from the same SFT policy, reward model,
 prompts and sample budget, measured side by side in one run.
 
-    python benchmarks/rl_vs_trl.py [--out FILE.json] [--methods ppo grpo rloo dpo] [--seeds 0 1 2]
+    python benchmarks/rl_vs_trl.py [--out FILE.json] [--methods ppo grpo rloo dpo]
+                                   [--seeds 0 1 2 3 4]
 
 The SFT policy, reward model and preference pairs come from the stage cache (built first if
 missing, before any clock starts). Each method then trains in its own fresh Python process, so
@@ -27,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from book_execution import machine  # noqa: E402  (cores, CPU model, memory, versions)
+from page_weight import git_state  # noqa: E402  (the commit measured)
 
 
 def run_one(method: str, seed: int, out: Path) -> None:
@@ -69,6 +71,31 @@ AVERAGED = ("gold_start", "gold_final", "gold_gain", "proxy_start", "proxy_final
             "gold_gain_per_cpu_second", "peak_rss_mb")  # fmt: skip
 
 
+def ci95_half_width(values) -> float:
+    """Half the width of the 95% confidence interval of the mean of ``values`` (Student's t with
+    n − 1 degrees of freedom): the mean ± this covers the mean a rerun tends to, 19 times in 20.
+    NaN for a single value."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float("nan")
+    return float(t_975(len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+
+
+# Student's t 97.5% quantile for 1-10 degrees of freedom (any statistics table)
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def t_975(df: int) -> float:
+    """Student's t 97.5% quantile: the table up to 10 degrees of freedom, then the
+    Cornish-Fisher expansion around the normal's 1.960 (within 0.001 of the exact value)."""
+    if df <= len(T_975):
+        return T_975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
 def summarise(runs: list[dict]) -> dict:
     """One method's seeds: the mean of each figure, the spread of gold gain and KL, the mean
     curve (checkpoints are at the same sample counts for every seed) and every seed's figures."""
@@ -81,6 +108,8 @@ def summarise(runs: list[dict]) -> dict:
     summary |= {key: float(np.mean([r[key] for r in runs])) for key in AVERAGED}
     summary["gold_gain_std"] = float(np.std([r["gold_gain"] for r in runs]))
     summary["final_kl_std"] = float(np.std([r["final_kl"] for r in runs]))
+    for key in ("gold_gain", "final_kl", "gold_gain_per_cpu_second", "train_cpu_seconds"):
+        summary[f"{key}_ci95"] = ci95_half_width([r[key] for r in runs])
     summary["checkpoints"] = [
         {key: float(np.mean([r["checkpoints"][i][key] for r in runs]))
          for key in ("samples", "gold", "proxy", "kl")}
@@ -95,7 +124,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "results/rl_vs_trl.json"))
     parser.add_argument("--methods", nargs="+", default=["ppo", "grpo", "rloo", "dpo"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one method here
     args = parser.parse_args()
     if args.one:
@@ -132,6 +161,7 @@ def main() -> int:
     report = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
+        "git": git_state(),
         "command": "python benchmarks/rl_vs_trl.py",
         "budget": {
             k: v

@@ -29,13 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import TrainerCallback
 
 from rlhf_lib import checks
 from rlhf_lib.annotators import gold_score
 from rlhf_lib.cache import cached_stage, loading_stage
-from rlhf_lib.ppo import PPOConfig, position_ids_from_mask, response_mask
+from rlhf_lib.ppo import PPOConfig
 from rlhf_lib.reward_model import (
     RewardModelConfig,
     load_reward_model,
@@ -44,6 +43,7 @@ from rlhf_lib.reward_model import (
 )
 from rlhf_lib.rlhf_run import RLHFRunConfig, evaluation_prompts
 from rlhf_lib.rlhf_run import make_trainer as make_ppo_trainer
+from rlhf_lib.rollout import next_token_logprobs, sample, sampling_settings
 from rlhf_lib.runtime import go_offline, local_folder
 from rlhf_lib.sft import (
     ProgressCallback,
@@ -128,77 +128,8 @@ class MethodRunConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# The three ideas, written out (the chapter checks them against TRL's numbers)
-# ---------------------------------------------------------------------------------------------
-
-
-def _groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    rewards = torch.as_tensor(rewards, dtype=torch.float32)
-    if not checks.is_int(group_size) or group_size < 2:
-        raise ValueError(
-            f"group_size must be an int >= 2, got {group_size!r}: rewards come in whole groups of "
-            "completions of one prompt, and each one's baseline is the rest of its group."
-        )
-    if rewards.ndim != 1:
-        raise ValueError(
-            f"rewards must be a flat tensor [n_prompts * group_size], completions of one prompt "
-            f"next to each other; got shape {tuple(rewards.shape)}. Flatten it: rewards.view(-1)."
-        )
-    if rewards.numel() % group_size:
-        raise ValueError(
-            f"rewards must be a flat tensor of whole groups of group_size={group_size} "
-            f"completions (completions of one prompt next to each other); got shape "
-            f"{tuple(rewards.shape)}, which is not a multiple of {group_size}."
-        )
-    return rewards.view(-1, group_size)
-
-
-def grpo_advantages(rewards, group_size: int, eps: float = 1e-4) -> torch.Tensor:
-    """GRPO (Shao et al., 2024): each completion's reward minus its group's mean, divided by the
-    group's standard deviation. No value model: the group is the baseline."""
-    groups = _groups(rewards, group_size)
-    # eps > 0 keeps a group of equal rewards at advantage 0 (not 0/0) and the sign right
-    checks.argument("grpo_advantages", "eps", eps)
-    return ((groups - groups.mean(1, keepdim=True)) / (groups.std(1, keepdim=True) + eps)).view(-1)
-
-
-def rloo_advantages(rewards, group_size: int) -> torch.Tensor:
-    """RLOO (Kool et al., 2019; Ahmadian et al., 2024): each completion's reward minus the mean
-    reward of the *other* completions of its prompt, a baseline that does not depend on the
-    completion itself, so the policy gradient stays unbiased."""
-    groups = _groups(rewards, group_size)
-    others_mean = (groups.sum(1, keepdim=True) - groups) / (group_size - 1)
-    return (groups - others_mean).view(-1)
-
-
-def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-             beta: float = 0.1) -> torch.Tensor:  # fmt: skip
-    """DPO (Rafailov et al., 2023): ``-log σ(β[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) −
-    log π_ref(y_l))])``, averaged over pairs. The arguments are summed log-probabilities of each
-    completion given its prompt; ``β · log π/π_ref`` plays the part of the reward."""
-    # one value per pair in each: a [B, 1] next to a [B] would broadcast to a [B, B] loss
-    checks.same_shape("dpo_loss", policy_chosen_logps=policy_chosen_logps,
-                      policy_rejected_logps=policy_rejected_logps,
-                      ref_chosen_logps=ref_chosen_logps,
-                      ref_rejected_logps=ref_rejected_logps)  # fmt: skip
-    checks.argument("dpo_loss", "beta", beta)  # β <= 0 would prefer the rejected completions
-    chosen = policy_chosen_logps - ref_chosen_logps
-    rejected = policy_rejected_logps - ref_rejected_logps
-    return -F.logsigmoid(beta * (chosen - rejected)).mean()
-
-
-# ---------------------------------------------------------------------------------------------
 # One measurement for every policy
 # ---------------------------------------------------------------------------------------------
-
-
-def _next_token_logprobs(model, input_ids, attention_mask, context_length):
-    """Log-probabilities of the whole vocabulary at each response position: ``(B, T, vocab)``."""
-    positions = position_ids_from_mask(attention_mask)
-    logits = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
-    ).logits
-    return F.log_softmax(logits[:, context_length - 1 : -1], dim=-1)
 
 
 @torch.no_grad()
@@ -211,34 +142,18 @@ def evaluate_policy(policy, reference, tokenizer, prompts, reward_model, rm_toke
     over samples of ``Σ_t KL(π(·|s_t) ‖ π_ref(·|s_t))``: the exact KL of each next-token
     distribution along the sampled review. That is unbiased, like ``Σ_t log π(y_t) − log
     π_ref(y_t)``, but never negative and much less noisy (the sum over the vocabulary replaces
-    the one sampled token).
+    the one sampled token). Sampling uses its own random stream (``seed``), so measuring a run
+    at a checkpoint does not change what the run samples next.
     """
-    prompts = checks.require_texts(prompts, "evaluate_policy", "prompts", allow_empty=False)
-    checks.require_pad_token(tokenizer, "evaluate_policy")
     checks.argument("evaluate_policy", "max_new_tokens", max_new_tokens, checks.ints)
-    checks.check_fits_context(policy, tokenizer, prompts, max_new_tokens, "evaluate_policy")
-    was_training = policy.training
-    policy.eval()
-    torch.manual_seed(seed)
-    device = next(policy.parameters()).device
-    # generation appends on the right: pad on the left (the caller's tokenizer is unchanged)
-    query = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(device)
-    context_length = query["input_ids"].shape[1]
-    output = policy.generate(**query, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                             max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id)  # fmt: skip
-    responses = output[:, context_length:]
-    mask = response_mask(responses, tokenizer.eos_token_id)
-    responses = responses.masked_fill(mask == 0, tokenizer.pad_token_id)
-    input_ids = torch.cat([query["input_ids"], responses], 1)
-    attention_mask = torch.cat([query["attention_mask"], mask], 1)
-    logp = _next_token_logprobs(policy, input_ids, attention_mask, context_length)
-    logp_ref = _next_token_logprobs(reference, input_ids, attention_mask, context_length)
+    checks.require_pad_token(tokenizer, "evaluate_policy")
+    rollout = sample(policy, tokenizer, prompts, sampling_settings(tokenizer, max_new_tokens),
+                     seed=seed, where="evaluate_policy")  # fmt: skip
+    logp = next_token_logprobs(policy, rollout)
+    logp_ref = next_token_logprobs(reference, rollout)
     kl_per_token = (logp.exp() * (logp - logp_ref)).sum(-1)  # (B, T), exact at each state
-    kl = (kl_per_token * mask).sum(1)
-    texts = [p + tokenizer.decode(r[m.bool()], skip_special_tokens=True)
-             for p, r, m in zip(prompts, responses, mask, strict=True)]  # fmt: skip
-    policy.train(was_training)
+    kl = (kl_per_token * rollout.mask).sum(1)
+    texts = rollout.texts
     gold = np.asarray(gold_score(texts), dtype=float)
     return {
         "proxy": float(np.mean(score_texts(reward_model, rm_tokenizer, texts))),

@@ -503,7 +503,8 @@ def methods_table(report: dict) -> pd.DataFrame:
 
     Every figure is the mean over the method's seeds; gold gain and final KL also show their
     spread, ``mean ± std``, where std is the standard deviation over the seeds (NumPy's
-    ``np.std``, which divides by the number of seeds)."""
+    ``np.std``, which divides by the number of seeds), and reports that record it give the 95%
+    confidence interval of the mean gold gain per CPU-second (Student's t over the seeds)."""
     from rlhf_lib.beyond_ppo import METHOD_NAMES
 
     rows = [
@@ -519,6 +520,11 @@ def methods_table(report: dict) -> pd.DataFrame:
             "train CPU s": m["train_cpu_seconds"],
             "samples/s": m["samples_per_second"],
             "gold gain per CPU-s": m["gold_gain_per_cpu_second"],
+            **(
+                {"gold gain per CPU-s, 95% CI": f"± {m['gold_gain_per_cpu_second_ci95']:.4f}"}
+                if "gold_gain_per_cpu_second_ci95" in m
+                else {}
+            ),  # fmt: skip
             "peak MB": m["peak_rss_mb"],
         }
         for m in _entries(report, "methods", METHOD_FIELDS + SPREAD_FIELDS, "rl_vs_trl")

@@ -7,13 +7,16 @@ Written to be read next to CleanRL's ``ppo.py`` and TRL's former ``PPOTrainer`` 
 
 - :func:`whiten` normalises advantages (optionally over masked tokens only);
 - :func:`kl_estimate` estimates the per-token KL between the policy and the reference;
+- :func:`token_rewards` turns the reward model's scores and the per-token KL into rewards;
 - :func:`compute_gae` computes generalised advantage estimates (Schulman et al., 2016), written as
-  one matrix product; :func:`compute_gae_loop` is the textbook backward loop it must equal.
+  one matrix product; :func:`compute_gae_loop` is the textbook backward loop it must equal;
+- :func:`clipped_policy_loss` and :func:`clipped_value_loss` are PPO's two losses, and
+  :func:`explained_variance` says how well the value model predicted the returns.
 
 **The training loop**: :class:`PPOConfig` (every hyper-parameter, checked) and :class:`PPOTrainer`,
-whose :meth:`PPOTrainer.step` is one PPO iteration in numbered steps: 1. roll out, 2. score,
-3. per-token rewards with the KL penalty, 4. advantages, 5. several epochs of clipped updates,
-6. metrics.
+whose :meth:`PPOTrainer.step` is one PPO iteration in numbered steps: 1. roll out
+(:mod:`rlhf_lib.rollout`, the sampling every method shares), 2. score, 3. per-token rewards with
+the KL penalty, 4. advantages, 5. several epochs of clipped updates (``_update``), 6. metrics.
 
 Shapes: ``[B, T]`` = (batch of responses, response tokens). ``mask`` is 1 for real response tokens
 (up to and including the first end-of-sequence token) and 0 for padding.
@@ -28,9 +31,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from rlhf_lib import checks
+from rlhf_lib.rollout import (
+    Rollout,
+    next_token_logprobs,
+    position_ids_from_mask,
+    sample,
+    sampling_settings,
+    token_logprobs,
+)
 
 KL_KINDS = ("k1", "k2", "k3")
 
@@ -236,6 +246,41 @@ def clipped_value_loss(
     return loss, clipfrac
 
 
+def token_rewards(
+    scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards of RLHF-PPO: ``-β·KL`` on every response token, and the reward model's
+    score added on the last real one. Returns ``(rewards, non_score_reward)``, both ``[B, T]``;
+    the second is the KL part alone (TRL's ``objective/non_score_reward``)."""
+    checks.same_shape("token_rewards", kl=kl, mask=mask)
+    if kl.dim() != 2 or scores.shape != (kl.shape[0],):
+        raise ValueError(
+            f"token_rewards: scores must hold one score per response {(kl.shape[0],)} and kl one "
+            f"value per token [B, T]; got scores {tuple(scores.shape)}, kl {tuple(kl.shape)}."
+        )
+    checks.argument("token_rewards", "kl_coef", kl_coef, checks.non_negative)
+    lengths = mask.sum(1).long()
+    if (lengths == 0).any():
+        raise ValueError("token_rewards: every response needs at least one real token in mask.")
+    non_score_reward = -kl_coef * _masked(kl, mask)
+    rewards = non_score_reward.clone()
+    rewards[torch.arange(len(scores)), lengths - 1] += scores
+    return rewards, non_score_reward
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """``1 − Var[returns − values] / Var[returns]`` over the real tokens: 1 when the value model
+    predicts the returns exactly, 0 when it does no better than their mean, negative when worse
+    (CleanRL logs it as ``explained_variance``). NaN when the returns do not vary."""
+    checks.same_shape("explained_variance", values=values, returns=returns, mask=mask)
+    spread = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    if spread == 0:
+        return float("nan")
+    error = returns - values
+    error_spread = masked_mean((error - masked_mean(error, mask)) ** 2, mask)
+    return float(1 - error_spread / spread)
+
+
 # ---------------------------------------------------------------------------------------------
 # The training loop
 # ---------------------------------------------------------------------------------------------
@@ -271,6 +316,9 @@ class PPOConfig:
     vf_coef: float = 0.1  # weight of the value loss in the joint loss
     entropy_coef: float = 0.0  # an entropy bonus; the KL penalty already keeps entropy up
     max_grad_norm: float = 1.0  # clip the global gradient norm: one bad minibatch cannot derail
+    # AdamW's decoupled weight decay. 0, as TRL: torch's default (0.01) would also shrink the
+    # LayerNorm gains, the biases and the value head towards 0, which no one asked for.
+    weight_decay: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -279,7 +327,7 @@ class PPOConfig:
         checks.ints(self, "seed", minimum=0)
         checks.positive(self, "temperature", "learning_rate", "cliprange_value", "max_grad_norm")
         checks.positive(self, "target_kl", optional=True)  # None: a fixed β
-        checks.non_negative(self, "kl_coef", "vf_coef", "entropy_coef")
+        checks.non_negative(self, "kl_coef", "vf_coef", "entropy_coef", "weight_decay")
         checks.non_negative(self, "missing_eos_penalty", optional=True)
         checks.numbers(self, "cliprange", low=0, high=1, low_open=True, high_open=True)
         checks.numbers(self, "gamma", "lam", low=0, high=1)
@@ -321,18 +369,6 @@ class AdaptiveKLController:
             )
         error = min(max(current_kl / self.target - 1, -0.2), 0.2)
         self.value *= 1 + error * n_samples / self.horizon
-
-
-def response_mask(responses: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """1 for each response token up to and including the first EOS, 0 after it."""
-    is_eos = (responses == eos_token_id).long()
-    eos_seen_before = is_eos.cumsum(1) - is_eos  # EOS tokens strictly before each position
-    return (eos_seen_before == 0).long()
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    # Left-padded prompts: positions count real tokens only, as generate() counts them.
-    return (attention_mask.cumsum(1) - 1).clamp(min=0)
 
 
 def _disable_dropout(model: torch.nn.Module) -> None:
@@ -433,7 +469,9 @@ class PPOTrainer:
             else None
         )
         params = [*policy.parameters(), *value_model.parameters()]
-        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, eps=1e-5)
+        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, eps=1e-5,
+                                           weight_decay=config.weight_decay)  # fmt: skip
+        self.settings = sampling_settings(tokenizer, config.max_new_tokens, config.temperature)
         self.generator = torch.Generator().manual_seed(config.seed)  # prompts and minibatches
         torch.manual_seed(config.seed)  # sampling in generate(): same seed, same run
         self.history: list[dict] = []
@@ -444,32 +482,7 @@ class PPOTrainer:
     def kl_coef(self) -> float:
         return self.kl_controller.value if self.kl_controller else self.config.kl_coef
 
-    # -- forward passes ------------------------------------------------------------------------
-
-    def _logprobs_and_entropy(self, model, input_ids, attention_mask, context_length):
-        logits = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-        ).logits[:, context_length - 1 : -1]  # the logits that predicted each response token
-        logits = logits / self.config.temperature
-        logprobs_all = F.log_softmax(logits, dim=-1)  # (B, T, vocab)
-        responses = input_ids[:, context_length:]
-        logprobs = logprobs_all.gather(-1, responses.unsqueeze(-1)).squeeze(-1)  # (B, T)
-        entropy = -(logprobs_all.exp() * logprobs_all).sum(-1)  # (B, T)
-        return logprobs, entropy
-
-    def _values(self, input_ids, attention_mask, context_length):
-        backbone = getattr(self.value_model, self.value_model.base_model_prefix)
-        hidden = backbone(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-        ).last_hidden_state  # (B, L, hidden)
-        values = self.value_model.score(hidden).squeeze(-1)  # (B, L): the head on every token
-        return values[:, context_length - 1 : -1]  # the value of the state before each token
-
-    # -- one PPO iteration ---------------------------------------------------------------------
+    # -- the parts of one PPO iteration ----------------------------------------------------------
 
     def _next_prompts(self) -> list[str]:
         order = torch.randint(
@@ -477,120 +490,125 @@ class PPOTrainer:
         )
         return [self.prompts[i] for i in order.tolist()]
 
-    @torch.no_grad()
-    def generate(self, prompts: list[str], greedy: bool = False):
-        """Sample responses: ``(input_ids, attention_mask, context_length, texts)``."""
-        prompts = checks.require_texts(prompts, "PPOTrainer.generate", "prompts", allow_empty=False)
-        tok, cfg = self.tokenizer, self.config
-        # Left padding, whatever tok.padding_side says: generate() appends after the last column.
-        query = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
-        query = query.to(self.device)
-        context_length = query["input_ids"].shape[1]
-        output = self.policy.generate(
-            **query,
-            do_sample=not greedy,
-            temperature=cfg.temperature if not greedy else None,
-            top_k=0 if not greedy else None,
-            top_p=1.0 if not greedy else None,
-            max_new_tokens=cfg.max_new_tokens,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
+    def generate(self, prompts: list[str], greedy: bool = False) -> Rollout:
+        """Sample (or, with ``greedy``, decode) one response per prompt: a :class:`Rollout`."""
+        settings = (
+            self.settings
+            if not greedy
+            else sampling_settings(self.tokenizer, self.config.max_new_tokens, greedy=True)
         )
-        responses = output[:, context_length:]
-        mask = response_mask(responses, tok.eos_token_id)
-        responses = responses.masked_fill(mask == 0, tok.pad_token_id)
-        input_ids = torch.cat([query["input_ids"], responses], 1)
-        attention_mask = torch.cat([query["attention_mask"], mask], 1)
-        texts = [
-            prompt + tok.decode(r[m.bool()], skip_special_tokens=True)
-            for prompt, r, m in zip(prompts, responses, mask, strict=True)
-        ]
-        return input_ids, attention_mask, context_length, texts
+        return sample(self.policy, self.tokenizer, prompts, settings, where="PPOTrainer.generate")
 
-    def step(self) -> dict:
-        cfg, tok = self.config, self.tokenizer
-        started = time.perf_counter()
+    def _values(self, rollout: Rollout) -> torch.Tensor:
+        """``[B, T]``: the value model's estimate of the state before each response token."""
+        backbone = getattr(self.value_model, self.value_model.base_model_prefix)
+        hidden = backbone(
+            input_ids=rollout.input_ids,
+            attention_mask=rollout.attention_mask,
+            position_ids=position_ids_from_mask(rollout.attention_mask),
+        ).last_hidden_state  # (B, L, hidden)
+        values = self.value_model.score(hidden).squeeze(-1)  # (B, L): the head on every token
+        return values[:, rollout.context_length - 1 : -1]
 
-        # 1. Roll out: sample a response for each prompt; log-probs under policy and reference.
-        self.policy.eval()
-        input_ids, attention_mask, ctx, texts = self.generate(self._next_prompts())
-        mask = attention_mask[:, ctx:].float()  # (B, T) response tokens
-        with torch.no_grad():
-            logprobs, entropy = self._logprobs_and_entropy(
-                self.policy, input_ids, attention_mask, ctx
-            )
-            ref_logprobs, _ = self._logprobs_and_entropy(
-                self.ref_policy, input_ids, attention_mask, ctx
-            )
-            values = self._values(input_ids, attention_mask, ctx)
-
-        # 2. Score the full texts with the reward model. The gold score is only logged (in 6.),
-        # but it is computed here, so a gold_fn that fails does so before any update.
+    @torch.no_grad()
+    def _score(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The reward model's score of each text, less the penalty for a review never ended, and
+        the gold score (``None`` without ``gold_fn``). Both are computed before any update, so a
+        ``gold_fn`` that fails does so before it changes the policy."""
+        texts = rollout.texts
         scores = self._scores(self.reward_fn, "reward_fn", texts, torch.float32).to(self.device)
+        gold = None
         if self.gold_fn is not None:
             gold = self._scores(self.gold_fn, "gold_fn", texts, torch.float64)  # on the CPU
-        ended = (input_ids[:, ctx:] == tok.eos_token_id).any(1)
-        if cfg.missing_eos_penalty is not None:
-            scores = torch.where(ended, scores, scores - cfg.missing_eos_penalty)
+        if self.config.missing_eos_penalty is not None:
+            scores = torch.where(rollout.ended, scores, scores - self.config.missing_eos_penalty)
+        return scores, gold
+
+    def _update(self, rollout: Rollout, old_logprobs, old_values, advantages,
+                returns) -> dict[str, list[float]]:  # fmt: skip
+        """``ppo_epochs`` passes of clipped updates over shuffled minibatches of the rollout;
+        returns each minibatch's statistics."""
+        cfg = self.config
+        with_entropy_grad = cfg.entropy_coef > 0  # else the entropy is only logged
+        self.policy.train()
+        stats = defaultdict(list)
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(len(rollout.prompts), generator=self.generator)
+            for mb in order.split(cfg.mini_batch_size):
+                part, mask = rollout.select(mb), rollout.mask[mb]
+                logprobs_all = next_token_logprobs(self.policy, part, cfg.temperature)
+                logprobs = logprobs_all.gather(-1, part.responses.unsqueeze(-1)).squeeze(-1)
+                with torch.set_grad_enabled(with_entropy_grad):
+                    entropy = masked_mean(-(logprobs_all.exp() * logprobs_all).sum(-1), mask)
+                pg_loss, pg_stats = clipped_policy_loss(
+                    logprobs, old_logprobs[mb], advantages[mb], mask, cfg.cliprange
+                )
+                vf_loss, vf_clipfrac = clipped_value_loss(
+                    self._values(part), old_values[mb], returns[mb], mask, cfg.cliprange_value
+                )
+                loss = pg_loss + cfg.vf_coef * vf_loss
+                if with_entropy_grad:
+                    loss = loss - cfg.entropy_coef * entropy
+                parts = (f"(policy loss {pg_loss.item():.4g}, value loss {vf_loss.item():.4g}, "
+                         f"entropy {entropy.item():.4g})")  # fmt: skip
+                self._optimise(loss, parts)
+                stats["pg_loss"].append(pg_loss.item())
+                stats["vf_loss"].append(vf_loss.item())
+                stats["vf_clipfrac"].append(vf_clipfrac)
+                stats["entropy"].append(entropy.item())
+                for name, value in pg_stats.items():
+                    stats[name].append(value)
+        return stats
+
+    def _optimise(self, loss: torch.Tensor, parts: str) -> None:
+        """One optimiser step on ``loss`` with the gradient norm clipped; a non-finite loss or
+        gradient stops the run before the step."""
+        if not torch.isfinite(loss):
+            raise self._stopped(f"the loss is {loss.item()} {parts}")
+        self.optimizer.zero_grad()
+        loss.backward()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+        if not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad()
+            raise self._stopped(f"the gradient norm is {grad_norm.item()}")
+        self.optimizer.step()
+
+    # -- one PPO iteration ---------------------------------------------------------------------
+
+    def step(self) -> dict:
+        """One PPO iteration: roll out, score, per-token rewards, advantages, updates, metrics."""
+        cfg = self.config
+        started = time.perf_counter()
+
+        # 1. Roll out: a response per prompt; log-probs under policy and reference, values.
+        rollout = self.generate(self._next_prompts())
+        mask = rollout.mask
+        with torch.no_grad():
+            logprobs, entropy = token_logprobs(self.policy, rollout, cfg.temperature,
+                                               with_entropy=True)  # fmt: skip
+            ref_logprobs = token_logprobs(self.ref_policy, rollout, cfg.temperature)
+            values = self._values(rollout)
+
+        # 2. Score the full texts with the reward model (and the gold preference, to log).
+        scores, gold = self._score(rollout)
 
         # 3. Per-token rewards: -β·KL on every token, the score added on the last one.
         kl = kl_estimate(logprobs, ref_logprobs, cfg.kl_estimator) * mask
-        non_score_reward = -self.kl_coef * kl
-        rewards = non_score_reward.clone()
-        last = mask.sum(1).long() - 1
-        rewards[torch.arange(len(texts)), last] += scores
+        rewards, non_score_reward = token_rewards(scores, kl, mask, self.kl_coef)
 
         # 4. Advantages by GAE, whitened over the real tokens.
         advantages, returns = compute_gae(rewards, values, cfg.gamma, cfg.lam, mask)
         advantages = whiten(advantages, mask=mask)
 
         # 5. Several epochs of clipped updates over minibatches of the rollout.
-        self.policy.train()
-        stats = defaultdict(list)  # per-minibatch values, averaged in 6.
-        for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(len(texts), generator=self.generator)
-            for mb in order.split(cfg.mini_batch_size):
-                mb_mask = mask[mb]
-                new_logprobs, new_entropy = self._logprobs_and_entropy(
-                    self.policy, input_ids[mb], attention_mask[mb], ctx
-                )
-                new_values = self._values(input_ids[mb], attention_mask[mb], ctx)
-                pg_loss, pg_stats = clipped_policy_loss(
-                    new_logprobs, logprobs[mb], advantages[mb], mb_mask, cfg.cliprange
-                )
-                vf_loss, vf_clipfrac = clipped_value_loss(
-                    new_values, values[mb], returns[mb], mb_mask, cfg.cliprange_value
-                )
-                mean_entropy = masked_mean(new_entropy, mb_mask)
-                loss = pg_loss + cfg.vf_coef * vf_loss - cfg.entropy_coef * mean_entropy
-
-                if not torch.isfinite(loss):
-                    raise self._stopped(
-                        f"the loss is {loss.item()} (policy loss {pg_loss.item():.4g}, value "
-                        f"loss {vf_loss.item():.4g}, entropy {mean_entropy.item():.4g})"
-                    )
-                self.optimizer.zero_grad()
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    [p for g in self.optimizer.param_groups for p in g["params"]],
-                    cfg.max_grad_norm,
-                )
-                if not torch.isfinite(grad_norm):
-                    self.optimizer.zero_grad()
-                    raise self._stopped(f"the gradient norm is {grad_norm.item()}")
-                self.optimizer.step()
-                stats["pg_loss"].append(pg_loss.item())
-                stats["vf_loss"].append(vf_loss.item())
-                stats["vf_clipfrac"].append(vf_clipfrac)
-                stats["entropy"].append(mean_entropy.item())
-                for name, value in pg_stats.items():
-                    stats[name].append(value)
+        stats = self._update(rollout, logprobs, values, advantages, returns)
 
         # 6. Metrics, under the names TRL's PPO logged.
         mean_kl = kl.sum(1).mean().item()
         metrics = {
             "step": len(self.history) + 1,
-            "episode": (len(self.history) + 1) * len(texts),
+            "episode": (len(self.history) + 1) * len(rollout.prompts),
             "objective/kl": mean_kl,
             "objective/entropy": (entropy * mask).sum(1).mean().item(),
             "objective/non_score_reward": non_score_reward.sum(1).mean().item(),
@@ -603,18 +621,20 @@ class PPOTrainer:
             "loss/policy_avg": _mean(stats["pg_loss"]),
             "loss/value_avg": _mean(stats["vf_loss"]),
             "val/clipfrac_avg": _mean(stats["vf_clipfrac"]),
+            # how much of the returns' spread the rollout's values predicted (1: all of it)
+            "val/explained_variance": explained_variance(values, returns, mask),
             "val/ratio": _mean(stats["ratio"]),
             "val/ratio_var": float(torch.tensor(stats["ratio"]).var())
             if len(stats["ratio"]) > 1
             else 0.0,
-            "val/num_eos_tokens": int(ended.sum()),
+            "val/num_eos_tokens": int(rollout.ended.sum()),
             "response/length": mask.sum(1).mean().item(),
             "lr": self.optimizer.param_groups[0]["lr"],
         }
-        if self.gold_fn is not None:
+        if gold is not None:
             metrics["gold/score"] = float(gold.mean())
         if self.kl_controller is not None:
-            self.kl_controller.update(mean_kl, len(texts))
+            self.kl_controller.update(mean_kl, len(rollout.prompts))
         metrics["time/step_seconds"] = time.perf_counter() - started
         self.history.append(metrics)
         return metrics

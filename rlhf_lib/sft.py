@@ -31,6 +31,7 @@ from rlhf_lib.reviews import (
     generate_reviews,
     load_model_and_tokenizer,
 )
+from rlhf_lib.rollout import sample, sampling_settings
 from rlhf_lib.runtime import go_offline, progress
 
 STAGE = "sft_model"
@@ -206,7 +207,6 @@ def load_sft_history(config: SFTStageConfig | None = None) -> list[dict]:
         return json.loads((path / HISTORY).read_text())
 
 
-@torch.no_grad()
 def sample_completions(
     model,
     tokenizer,
@@ -221,7 +221,9 @@ def sample_completions(
     """One sampled continuation per prompt (ancestral sampling, no top-k/top-p), as text.
 
     The returned strings are what follows each prompt, so ``prompt + completion`` is the review.
-    Sampling stops at ``<|eos|>`` or after ``max_new_tokens``.
+    Sampling stops at ``<|eos|>`` or after ``max_new_tokens``. It is :func:`rlhf_lib.rollout.sample`
+    in batches of ``batch_size`` prompts, on one private random stream seeded with ``seed`` (the
+    caller's is untouched).
     """
     prompts = checks.require_texts(prompts, "sample_completions", "prompts")
     if not (checks.is_finite_number(temperature) and temperature > 0):
@@ -231,32 +233,15 @@ def sample_completions(
     if not checks.is_int(max_new_tokens) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}.")
     checks.require_pad_token(tokenizer, "sample_completions")
-    device = next(model.parameters()).device
-    torch.manual_seed(seed)
+    settings = sampling_settings(tokenizer, max_new_tokens, temperature)
     out: list[str] = []
-    room = getattr(model.config, "n_positions", None) or 10**9  # the context must hold it all
     batches = range(0, len(prompts), batch_size)
-    for start in progress(batches, desc=desc) if desc else batches:
-        chunk = prompts[start : start + batch_size]
-        # generation appends on the right, so pad on the left (the caller's tokenizer is unchanged)
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left").to(device)
-        if enc["input_ids"].shape[1] >= room:
-            raise ValueError(
-                f"A prompt has {enc['input_ids'].shape[1]} tokens, but the model's context is "
-                f"{room}: nothing is left to generate. Shorten the prompts."
-            )
-        generated = model.generate(
-            **enc,
-            do_sample=True,
-            temperature=temperature,
-            top_k=0,
-            top_p=1.0,
-            max_new_tokens=min(max_new_tokens, room - enc["input_ids"].shape[1]),
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        new_tokens = generated[:, enc["input_ids"].shape[1] :]  # B, new
-        out.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)  # seeded once: the batches continue one stream
+        for start in progress(batches, desc=desc) if desc else batches:
+            chunk = prompts[start : start + batch_size]
+            out.extend(sample(model, tokenizer, chunk, settings, where="sample_completions")
+                       .completions)  # fmt: skip
     return out
 
 

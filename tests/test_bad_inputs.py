@@ -46,13 +46,7 @@ from rlhf_lib.attention import (
     sinusoidal_positional_encoding,
 )
 from rlhf_lib.base_model import BaseModelConfig, make_model
-from rlhf_lib.beyond_ppo import (
-    MethodRunConfig,
-    dpo_loss,
-    evaluate_policy,
-    grpo_advantages,
-    rloo_advantages,
-)
+from rlhf_lib.beyond_ppo import MethodRunConfig, evaluate_policy
 from rlhf_lib.checks import ConfigError
 from rlhf_lib.dashboard import (
     gold_vs_kl_figure,
@@ -72,6 +66,7 @@ from rlhf_lib.decoding import (
 )
 from rlhf_lib.explorer import attention_figure, positional_encoding_figure
 from rlhf_lib.gpt import GPT, GPTConfig, LLaMA, LLaMAConfig, kv_cache_bytes, rope_cos_sin
+from rlhf_lib.objectives import dpo_loss, grpo_advantages, rloo_advantages
 from rlhf_lib.ppo import (
     AdaptiveKLController,
     PPOConfig,
@@ -377,9 +372,10 @@ def test_ppo_pads_prompts_on_the_left_without_changing_the_tokenizer(tokenizers)
     right = copy.deepcopy(tokenizers[0])
     right.padding_side = "right"
     trainer = ppo_trainer(right)
-    input_ids, attention_mask, ctx, _ = trainer.generate(PROMPTS)
-    assert (attention_mask[:, ctx - 1] == 1).all()  # the token before each response is real
-    assert (input_ids[:, ctx - 1] != right.pad_token_id).all()
+    rollout = trainer.generate(PROMPTS)
+    ctx = rollout.context_length
+    assert (rollout.attention_mask[:, ctx - 1] == 1).all()  # the token before each response is real
+    assert (rollout.input_ids[:, ctx - 1] != right.pad_token_id).all()
     assert right.padding_side == "right"  # the caller's tokenizer is left as it was
 
 

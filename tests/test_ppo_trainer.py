@@ -8,7 +8,8 @@ import torch
 from tiny_models import review_tokenizer, tiny_gpt2_config
 from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
 
-from rlhf_lib.ppo import AdaptiveKLController, PPOConfig, PPOTrainer, response_mask
+from rlhf_lib.ppo import AdaptiveKLController, PPOConfig, PPOTrainer
+from rlhf_lib.rollout import response_mask
 
 PROMPTS = ["the film was", "i thought the acting", "the plot", "what a"]
 TRL_NAMES = ("objective/kl", "objective/entropy", "objective/non_score_reward",

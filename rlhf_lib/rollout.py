@@ -1,0 +1,168 @@
+"""One rollout core: how every method samples reviews and reads their log-probabilities.
+
+PPO's training rollouts, our RLOO and GRPO, the held-out evaluation of chapter 6, best-of-n and
+the SFT samples of chapter 3 all sample here, so they sample the same way:
+
+- :func:`sampling_settings` writes every sampling choice into one explicit ``GenerationConfig``.
+  Each field that changes what is sampled is set, so nothing saved with a model (a
+  ``repetition_penalty``, a ``top_k``) can silently change it: transformers fills only the fields
+  left unset from the model's own generation config.
+- :func:`sample` returns a :class:`Rollout`: prompt and response ids side by side, the masks, the
+  texts, and the settings it used. With ``seed`` it runs inside :func:`torch.random.fork_rng`, so
+  an evaluation never moves the caller's random stream (a training run measured at checkpoints
+  samples what it would have sampled unmeasured). It pads on the left without changing the
+  caller's tokenizer.
+- :func:`token_logprobs` (and :func:`next_token_logprobs`, the whole distribution) scores a
+  rollout's response tokens under any model with the same token ids: the policy, the frozen
+  reference, a copy being trained.
+
+Shapes: ``[B, T]`` = (responses, response tokens); ``mask`` is 1 for the tokens of a response up to
+and including its first end-of-sequence token, 0 for the padding after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import GenerationConfig
+
+from rlhf_lib import checks
+
+
+def sampling_settings(tokenizer, max_new_tokens: int, temperature: float = 1.0,
+                      greedy: bool = False) -> GenerationConfig:  # fmt: skip
+    """Ancestral sampling at ``temperature`` (no top-k, no top-p, no penalties), or greedy
+    decoding, for at most ``max_new_tokens`` tokens; it stops at the tokenizer's EOS."""
+    checks.argument("sampling_settings", "max_new_tokens", max_new_tokens, checks.ints)
+    checks.argument("sampling_settings", "temperature", temperature)
+    checks.require_pad_token(tokenizer, "sampling_settings")
+    return GenerationConfig(
+        do_sample=not greedy,
+        temperature=temperature if not greedy else 1.0,
+        top_k=0 if not greedy else None,  # 0: the whole vocabulary
+        top_p=1.0,
+        typical_p=1.0,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        num_beams=1,
+        min_new_tokens=0,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
+@dataclass
+class Rollout:
+    """Sampled responses to ``prompts``: ``input_ids = [left-padded prompt | response]``."""
+
+    prompts: list[str]
+    input_ids: torch.Tensor  # [B, P + T]; response tokens after the first EOS are padding
+    attention_mask: torch.Tensor  # [B, P + T]
+    context_length: int  # P: the response starts at this column
+    completions: list[str]  # each response as text, without special tokens
+    settings: GenerationConfig
+
+    @property
+    def responses(self) -> torch.Tensor:
+        """``[B, T]`` response token ids (padding after the first EOS)."""
+        return self.input_ids[:, self.context_length :]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """``[B, T]`` float: 1 on a response's tokens up to and including its first EOS."""
+        return self.attention_mask[:, self.context_length :].float()
+
+    @property
+    def texts(self) -> list[str]:
+        """Prompt + completion: the full reviews, as the reward model reads them."""
+        return [p + c for p, c in zip(self.prompts, self.completions, strict=True)]
+
+    @property
+    def ended(self) -> torch.Tensor:
+        """``[B]`` bool: the response reached EOS before the length cap."""
+        return (self.responses == self.settings.eos_token_id).any(1)
+
+    def select(self, index: torch.Tensor) -> Rollout:
+        """The rollout of the responses at ``index`` (a minibatch)."""
+        rows = index.tolist()
+        return Rollout([self.prompts[i] for i in rows], self.input_ids[index],
+                       self.attention_mask[index], self.context_length,
+                       [self.completions[i] for i in rows], self.settings)  # fmt: skip
+
+
+def response_mask(responses: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """1 for each response token up to and including the first EOS, 0 after it."""
+    is_eos = (responses == eos_token_id).long()
+    eos_seen_before = is_eos.cumsum(1) - is_eos  # EOS tokens strictly before each position
+    return (eos_seen_before == 0).long()
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    # Left-padded prompts: positions count real tokens only, as generate() counts them.
+    return (attention_mask.cumsum(1) - 1).clamp(min=0)
+
+
+@torch.no_grad()
+def sample(policy, tokenizer, prompts: list[str], settings: GenerationConfig,
+           seed: int | None = None, where: str = "sample") -> Rollout:  # fmt: skip
+    """One response per prompt from ``policy`` with ``settings`` (see :func:`sampling_settings`).
+
+    ``seed=None`` draws from the global random stream (a training run's own); an int seeds a
+    private stream inside :func:`torch.random.fork_rng` and leaves the caller's untouched. The
+    policy is sampled in eval mode (no dropout) and left in the mode it was in.
+    """
+    prompts = checks.require_texts(prompts, where, "prompts", allow_empty=False)
+    checks.require_pad_token(tokenizer, where)
+    if not isinstance(settings, GenerationConfig):
+        raise TypeError(
+            f"{where}: settings must be a transformers GenerationConfig, got "
+            f"{type(settings).__name__}. Build one with rlhf_lib.rollout.sampling_settings()."
+        )
+    checks.check_fits_context(policy, tokenizer, prompts, settings.max_new_tokens, where)
+    device = next(policy.parameters()).device
+    # generate() appends on the right: pad on the left (the caller's tokenizer is unchanged)
+    query = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(device)
+    context_length = query["input_ids"].shape[1]
+    was_training = policy.training
+    policy.eval()
+    try:
+        with torch.random.fork_rng() if seed is not None else contextlib.nullcontext():
+            if seed is not None:
+                torch.manual_seed(seed)
+            output = policy.generate(**query, generation_config=settings)
+    finally:
+        policy.train(was_training)
+    responses = output[:, context_length:]
+    mask = response_mask(responses, settings.eos_token_id)
+    responses = responses.masked_fill(mask == 0, settings.pad_token_id)
+    completions = [tokenizer.decode(r[m.bool()], skip_special_tokens=True)
+                   for r, m in zip(responses, mask, strict=True)]  # fmt: skip
+    return Rollout(list(prompts), torch.cat([query["input_ids"], responses], 1),
+                   torch.cat([query["attention_mask"], mask], 1), context_length, completions,
+                   settings)  # fmt: skip
+
+
+def next_token_logprobs(model, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
+    """``[B, T, vocab]``: the model's log-distribution over the next token at each response
+    position, at ``temperature`` (the sampling temperature: the distribution actually sampled)."""
+    logits = model(
+        input_ids=rollout.input_ids,
+        attention_mask=rollout.attention_mask,
+        position_ids=position_ids_from_mask(rollout.attention_mask),
+    ).logits[:, rollout.context_length - 1 : -1]  # the logits that predicted each response token
+    return F.log_softmax(logits / temperature, dim=-1)
+
+
+def token_logprobs(model, rollout: Rollout, temperature: float = 1.0,
+                   with_entropy: bool = False):  # fmt: skip
+    """``[B, T]`` log-probabilities of the sampled response tokens under ``model``; with
+    ``with_entropy``, also the ``[B, T]`` entropy of each next-token distribution."""
+    logprobs_all = next_token_logprobs(model, rollout, temperature)
+    logprobs = logprobs_all.gather(-1, rollout.responses.unsqueeze(-1)).squeeze(-1)
+    if not with_entropy:
+        return logprobs
+    return logprobs, -(logprobs_all.exp() * logprobs_all).sum(-1)

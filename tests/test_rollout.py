@@ -1,0 +1,161 @@
+"""The rollout core every method samples with, PPO's step in parts, and reproducible stages.
+
+- :func:`rlhf_lib.rollout.sample` with a seed leaves the caller's random stream as it was, so a run
+  measured at checkpoints trains exactly as it would unmeasured; settings saved with a model do
+  not change what is sampled;
+- :func:`rlhf_lib.rollout.token_logprobs` on a left-padded batch equals the log-probabilities of
+  each sequence computed alone, without padding;
+- :func:`rlhf_lib.ppo.token_rewards` and :func:`rlhf_lib.ppo.explained_variance` equal their
+  formulas written out;
+- a stage built twice from the same config holds the same tensors.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_models import review_tokenizer, tiny_gpt2_config
+from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
+
+from rlhf_lib.beyond_ppo import evaluate_policy
+from rlhf_lib.ppo import PPOConfig, PPOTrainer, explained_variance, token_rewards
+from rlhf_lib.rollout import sample, sampling_settings, token_logprobs
+
+PROMPTS = ["the film was", "i thought the acting was", "the plot", "what a"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return review_tokenizer()
+
+
+@pytest.fixture()
+def policy(tokenizer):
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(tiny_gpt2_config(tokenizer)).eval()
+
+
+def test_a_seeded_sample_leaves_the_callers_random_stream_alone(policy, tokenizer):
+    settings = sampling_settings(tokenizer, max_new_tokens=8)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first = sample(policy, tokenizer, PROMPTS, settings, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert sample(policy, tokenizer, PROMPTS, settings, seed=5).completions == first.completions
+    sample(policy, tokenizer, PROMPTS, settings)  # seed=None: the caller's stream moves on
+    assert not torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_settings_saved_with_a_model_do_not_change_the_samples(policy, tokenizer):
+    settings = sampling_settings(tokenizer, max_new_tokens=8)
+    plain = sample(policy, tokenizer, PROMPTS * 4, settings, seed=1).completions
+    policy.generation_config.repetition_penalty = 5.0
+    policy.generation_config.top_k = 2
+    assert sample(policy, tokenizer, PROMPTS * 4, settings, seed=1).completions == plain
+
+
+def test_token_logprobs_of_a_padded_batch_equal_each_sequence_alone(policy, tokenizer):
+    rollout = sample(policy, tokenizer, PROMPTS, sampling_settings(tokenizer, 8), seed=0)
+    batched = token_logprobs(policy, rollout, temperature=0.7)
+    assert rollout.context_length > min(len(tokenizer(p)["input_ids"]) for p in PROMPTS)
+    for i in range(len(PROMPTS)):
+        real = rollout.attention_mask[i].bool()
+        ids = rollout.input_ids[i][real][None]  # this sequence alone, no padding at all
+        n_prompt = int(rollout.attention_mask[i, : rollout.context_length].sum())
+        with torch.no_grad():
+            logits = policy(ids).logits[0, n_prompt - 1 : -1] / 0.7
+        alone = logits.log_softmax(-1).gather(-1, ids[0, n_prompt:, None])[:, 0]
+        n = int(rollout.mask[i].sum())
+        torch.testing.assert_close(batched[i, :n], alone, atol=1e-5, rtol=1e-5)
+    part = rollout.select(torch.tensor([2, 0]))
+    assert part.completions == [rollout.completions[2], rollout.completions[0]]
+    torch.testing.assert_close(token_logprobs(policy, part, 0.7), batched[[2, 0]])
+
+
+def test_token_rewards_put_the_score_on_the_last_real_token():
+    kl = torch.tensor([[0.5, 0.2, 9.0], [0.1, -0.3, 0.4]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    scores = torch.tensor([2.0, -1.0])
+    rewards, kl_part = token_rewards(scores, kl, mask, kl_coef=0.1)
+    expected = torch.zeros(2, 3)
+    for b in range(2):
+        for t in range(3):
+            if mask[b, t]:
+                expected[b, t] = -0.1 * kl[b, t]
+        last = int(mask[b].sum()) - 1
+        expected[b, last] += scores[b]
+    torch.testing.assert_close(rewards, expected)
+    torch.testing.assert_close(kl_part.sum(1), -0.1 * (kl * mask).sum(1))
+    with pytest.raises(ValueError, match="one score per response"):
+        token_rewards(scores[:, None], kl, mask, 0.1)
+
+
+def test_explained_variance_matches_its_formula():
+    gen = torch.Generator().manual_seed(0)
+    returns, values = torch.randn(4, 6, generator=gen), torch.randn(4, 6, generator=gen)
+    mask = (torch.rand(4, 6, generator=gen) > 0.3).float()
+    real = mask.bool().numpy()
+    r, v = returns.numpy()[real], values.numpy()[real]
+    assert explained_variance(values, returns, mask) == pytest.approx(1 - np.var(r - v) / np.var(r),
+                                                                      rel=1e-5)  # fmt: skip
+    assert explained_variance(returns, returns, mask) == pytest.approx(1.0)
+
+
+def _ppo(tokenizer, **overrides):
+    config = PPOConfig(**({"total_steps": 3, "batch_size": 8, "mini_batch_size": 4,
+                           "max_new_tokens": 8} | overrides))  # fmt: skip
+    torch.manual_seed(0)
+    gpt = tiny_gpt2_config(tokenizer, num_labels=1)
+    policy = GPT2LMHeadModel(gpt)
+    return PPOTrainer(config, policy, copy.deepcopy(policy), GPT2ForSequenceClassification(gpt),
+                      tokenizer, PROMPTS, lambda texts: torch.tensor([float(len(t)) / 10
+                                                                      for t in texts]))  # fmt: skip
+
+
+def test_measuring_a_run_at_checkpoints_does_not_change_its_training(tokenizer, monkeypatch):
+    import rlhf_lib.beyond_ppo as beyond_ppo
+
+    monkeypatch.setattr(beyond_ppo, "score_texts", lambda model, tok, texts: np.zeros(len(texts)))
+    plain = _ppo(tokenizer)  # each trainer seeds the global stream: run one after the other
+    plain.train(progress=False)
+    measured = _ppo(tokenizer)
+    for _ in range(3):
+        measured.step()
+        evaluate_policy(measured.policy, measured.ref_policy, tokenizer, PROMPTS, None, None,
+                        max_new_tokens=8, seed=0)  # fmt: skip
+    drop = ("time/step_seconds",)
+    assert [{k: v for k, v in h.items() if k not in drop} for h in plain.history] == [
+        {k: v for k, v in h.items() if k not in drop} for h in measured.history
+    ]
+
+
+def test_ppo_has_no_weight_decay_and_logs_explained_variance(tokenizer):
+    trainer = _ppo(tokenizer)
+    assert all(group["weight_decay"] == 0.0 for group in trainer.optimizer.param_groups)
+    metrics = trainer.step()
+    assert np.isfinite(metrics["val/explained_variance"])
+    assert _ppo(tokenizer, weight_decay=0.01).optimizer.param_groups[0]["weight_decay"] == 0.01
+
+
+def test_a_stage_built_twice_holds_the_same_tensors(tmp_path, monkeypatch):
+    from rlhf_lib.base_model import BaseModelConfig, make_model
+    from rlhf_lib.cache import cached_stage
+    from rlhf_lib.reviews import generate_reviews, train_tokenizer
+    from rlhf_lib.sft import SFTStageConfig, build_sft_model
+
+    tiny = BaseModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=128, vocab_size=300)
+    sft = SFTStageConfig(n_demonstrations=32, max_steps=3, batch_size=8, max_length=128)
+    tensors = []
+    for build in ("first", "second"):
+        monkeypatch.setenv("RLHF_BOOK_CACHE", str(tmp_path / build))
+        tok = train_tokenizer([r.text for r in generate_reviews(300, seed=0)], tiny.vocab_size)
+        torch.manual_seed(build == "second")  # the caller's random state must not matter
+        base = (make_model(tiny, tok), tok)
+        path = cached_stage("sft_twice", sft,
+                            lambda folder, b=base: build_sft_model(folder, sft, b))  # fmt: skip
+        tensors.append(load_file(path / "model.safetensors"))
+    assert tensors[0].keys() == tensors[1].keys()
+    for name in tensors[0]:
+        assert torch.equal(tensors[0][name], tensors[1][name]), name
