@@ -57,6 +57,7 @@ from rlhf_lib.sft import (
 STAGE = "method_run"
 RECORD = "record.json"
 METHODS = ("ppo", "grpo", "rloo", "dpo")
+OURS = ("rloo_ours", "grpo_ours")  # our RLOO and GRPO (rlhf_lib.group_rl), beside TRL's
 ONLINE = ("ppo", "grpo", "rloo")  # the methods that sample from the policy while training
 DPO_LABELS = ("annotators", "gold")
 
@@ -91,7 +92,7 @@ class MethodRunConfig:
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
 
     def __post_init__(self):
-        checks.one_of(self, "method", METHODS)
+        checks.one_of(self, "method", METHODS + OURS)
         checks.one_of(self, "dpo_labels", DPO_LABELS)
         checks.ints(self, "n_samples", "rollout_size", "group_size", "mini_batch_size", "epochs",
                     "max_new_tokens", "n_prompts", "n_eval_prompts", "eval_max_new_tokens",
@@ -101,7 +102,7 @@ class MethodRunConfig:
         checks.non_negative(self, "beta", "missing_eos_penalty")
         checks.instance_of(self, "sft", SFTStageConfig)
         checks.instance_of(self, "reward_model", RewardModelConfig)
-        if self.method in ("grpo", "rloo") and self.group_size < 2:
+        if self.method in ("grpo", "rloo", *OURS) and self.group_size < 2:
             raise checks.ConfigError(
                 f"MethodRunConfig.group_size={self.group_size} is too small for {self.method}: "
                 "its baseline is the other completions of the same prompt, so use group_size >= 2."
@@ -338,27 +339,52 @@ def gold_labelled(split):
     return Dataset.from_dict({"prompt": split["prompt"], "chosen": chosen, "rejected": rejected})
 
 
+def _ppo_settings(config: MethodRunConfig) -> dict:
+    """The shared budget in :class:`~rlhf_lib.ppo.PPOConfig`'s names (our PPO, RLOO and GRPO)."""
+    return {"total_steps": config.rollouts, "batch_size": config.rollout_size,
+            "mini_batch_size": config.mini_batch_size, "ppo_epochs": config.epochs,
+            "max_new_tokens": config.max_new_tokens, "kl_coef": config.beta,
+            "missing_eos_penalty": config.missing_eos_penalty,
+            "learning_rate": config.learning_rate, "seed": config.seed}  # fmt: skip
+
+
 def _train_ppo(config: MethodRunConfig, output_dir):
     """Our PPO (chapter 5) at the same budget; returns ``(policy, history, checkpoints)``."""
-    ppo = PPOConfig(
-        total_steps=config.rollouts,
-        batch_size=config.rollout_size,
-        mini_batch_size=config.mini_batch_size,
-        ppo_epochs=config.epochs,
-        max_new_tokens=config.max_new_tokens,
-        kl_coef=config.beta,
-        missing_eos_penalty=config.missing_eos_penalty,
-        learning_rate=config.learning_rate,
-        seed=config.seed,
-    )
-    run = RLHFRunConfig(ppo=ppo, n_prompts=config.n_prompts, prompt_seed=config.prompt_seed,
-                        sft=config.sft, reward_model=config.reward_model)  # fmt: skip
-    trainer = make_ppo_trainer(run)
-    checkpoints = Checkpoints(config, trainer.ref_policy, trainer.tokenizer, config.rollouts,
-                              config.rollout_size)  # fmt: skip
+    run = RLHFRunConfig(ppo=PPOConfig(**_ppo_settings(config)), n_prompts=config.n_prompts,
+                        prompt_seed=config.prompt_seed, sft=config.sft,
+                        reward_model=config.reward_model)  # fmt: skip
+    return _train_with_checkpoints(config, make_ppo_trainer(run), "PPO")
+
+
+def _train_group(config: MethodRunConfig, output_dir):
+    """Our RLOO or GRPO (:mod:`rlhf_lib.group_rl`) at the same budget, on the same rollout core as
+    our PPO; returns ``(policy, history, checkpoints)``."""
+    import copy
+
+    from rlhf_lib.group_rl import GroupConfig, GroupTrainer
+
+    estimator = config.method.removesuffix("_ours")
+    group = GroupConfig(**_ppo_settings(config), estimator=estimator,
+                        group_size=config.group_size)  # fmt: skip
+    policy, tokenizer = load_sft_model(config.sft)
+    reward_model, rm_tokenizer = load_reward_model(config.reward_model)
+
+    def reward_fn(texts):
+        return torch.from_numpy(score_texts(reward_model, rm_tokenizer, texts))
+
+    prompts = review_prompts(config.n_prompts, seed=config.prompt_seed)
+    trainer = GroupTrainer(group, policy, copy.deepcopy(policy), tokenizer, prompts, reward_fn,
+                           gold_score)  # fmt: skip
+    return _train_with_checkpoints(config, trainer, METHOD_NAMES[config.method])
+
+
+def _train_with_checkpoints(config: MethodRunConfig, trainer, name: str):
+    """``config.rollouts`` steps of one of our trainers, measured at the checkpoints."""
     from rlhf_lib.runtime import progress
 
-    bar = progress(range(config.rollouts), desc="PPO")
+    checkpoints = Checkpoints(config, trainer.ref_policy, trainer.tokenizer, config.rollouts,
+                              config.rollout_size)  # fmt: skip
+    bar = progress(range(config.rollouts), desc=name)
     for step in bar:
         trainer.step()
         if step + 1 in checkpoints.steps:
@@ -374,7 +400,7 @@ def _remove_printer(trainer) -> None:
 
 
 TRAINERS = {"ppo": _train_ppo, "grpo": _train_online_trl, "rloo": _train_online_trl,
-            "dpo": _train_dpo}  # fmt: skip
+            "dpo": _train_dpo, "rloo_ours": _train_group, "grpo_ours": _train_group}  # fmt: skip
 
 
 def train_method(config: MethodRunConfig, folder) -> dict:
@@ -431,4 +457,6 @@ def load_method_run(config: MethodRunConfig) -> dict:
 
 
 # How figures and tables name each method (figures: rlhf_lib.dashboard.gold_vs_kl_figure).
-METHOD_NAMES = {"ppo": "PPO (ours)", "grpo": "GRPO (TRL)", "rloo": "RLOO (TRL)", "dpo": "DPO (TRL)"}
+METHOD_NAMES = {"ppo": "PPO (ours)", "grpo": "GRPO (TRL)", "rloo": "RLOO (TRL)",
+                "dpo": "DPO (TRL)", "rloo_ours": "RLOO (ours)",
+                "grpo_ours": "GRPO (ours)"}  # fmt: skip

@@ -417,6 +417,8 @@ class PPOTrainer:
     ``padding_side`` (without changing the tokenizer), so no response starts after a pad.
     """
 
+    needs_value_model = True  # RLOO and GRPO (rlhf_lib.group_rl) take their baseline from a group
+
     def __init__(
         self,
         config: PPOConfig,
@@ -440,7 +442,9 @@ class PPOTrainer:
                 f"gold_fn must be a function, gold_fn(texts) -> one score per text, or None; got "
                 f"{type(gold_fn).__name__}."
             )
-        if getattr(value_model.config, "num_labels", None) != 1:
+        if value_model is None and self.needs_value_model:
+            raise TypeError(f"{type(self).__name__} needs a value_model (num_labels=1).")
+        if value_model is not None and getattr(value_model.config, "num_labels", None) != 1:
             raise ValueError("value_model must have num_labels=1 (one value per token)")
         checks.require_pad_token(tokenizer, "PPOTrainer")
         if tokenizer.eos_token_id is None:
@@ -448,19 +452,21 @@ class PPOTrainer:
                 "PPOTrainer needs tokenizer.eos_token_id: a response ends at its first EOS. Use "
                 "the tokenizer saved with the policy."
             )
-        for name, model in (("policy", policy), ("ref_policy", ref_policy),
-                            ("value_model", value_model)):  # fmt: skip
+        models = {"policy": policy, "ref_policy": ref_policy, "value_model": value_model}
+        models = {name: model for name, model in models.items() if model is not None}
+        for name, model in models.items():
             try:  # all three read the ids this tokenizer makes
                 checks.check_tokenizer_matches(model, tokenizer)
             except ValueError as err:
                 raise ValueError(f"PPOTrainer's {name}: {err}") from None
         _refuse_shared_parameters(policy, ref_policy, "policy")
-        _refuse_shared_parameters(value_model, ref_policy, "value_model")
+        if value_model is not None:
+            _refuse_shared_parameters(value_model, ref_policy, "value_model")
         self.config, self.tokenizer = config, tokenizer
         self.policy, self.ref_policy, self.value_model = policy, ref_policy, value_model
         self.reward_fn, self.gold_fn, self.prompts = reward_fn, gold_fn, prompts
         self.device = next(policy.parameters()).device
-        for model in (policy, ref_policy, value_model):
+        for model in models.values():
             _disable_dropout(model)
         ref_policy.eval().requires_grad_(False)
         self.kl_controller = (
@@ -468,7 +474,8 @@ class PPOTrainer:
             if config.target_kl is not None
             else None
         )
-        params = [*policy.parameters(), *value_model.parameters()]
+        params = [p for model in (policy, value_model) if model is not None
+                  for p in model.parameters()]  # fmt: skip
         self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, eps=1e-5,
                                            weight_decay=config.weight_decay)  # fmt: skip
         self.settings = sampling_settings(tokenizer, config.max_new_tokens, config.temperature)
@@ -484,10 +491,10 @@ class PPOTrainer:
 
     # -- the parts of one PPO iteration ----------------------------------------------------------
 
-    def _next_prompts(self) -> list[str]:
-        order = torch.randint(
-            len(self.prompts), (self.config.batch_size,), generator=self.generator
-        )
+    def _next_prompts(self, n: int | None = None) -> list[str]:
+        """``n`` training prompts (``batch_size`` by default), drawn with replacement."""
+        n = self.config.batch_size if n is None else n
+        order = torch.randint(len(self.prompts), (n,), generator=self.generator)
         return [self.prompts[i] for i in order.tolist()]
 
     def generate(self, prompts: list[str], greedy: bool = False) -> Rollout:
