@@ -83,8 +83,10 @@ benchmark: setup
 	$(BIN)/python benchmarks/page_weight.py
 	$(BIN)/python benchmarks/binder_memory.py
 
+# Our PPO, RLOO and GRPO against TRL's trainers; then PPO with each candidate value model.
 benchmark-rl: setup
 	$(BIN)/python benchmarks/rl_vs_trl.py
+	$(BIN)/python benchmarks/value_models.py
 
 # Chapter 6's gold-vs-KL frontier: every method at several KL coefficients, and best-of-n.
 benchmark-frontier: setup

@@ -9,9 +9,9 @@ axes as PPO, GRPO, RLOO and DPO (:func:`rlhf_lib.dashboard.gold_vs_kl_figure`).
 How one run measures it:
 
 1. Sample ``N = n_samples`` completions of each held-out prompt from the SFT policy, with exactly
-   the settings of :func:`rlhf_lib.beyond_ppo.evaluate_policy` (ancestral sampling at temperature
+   the settings of :func:`rlhf_lib.evaluation.evaluate_policy` (ancestral sampling at temperature
    1, no top-k or top-p, up to ``eval_max_new_tokens`` new tokens) on the first ``n_prompts`` of
-   the same held-out prompts (:func:`rlhf_lib.rlhf_run.evaluation_prompts`).
+   the same held-out prompts (:func:`rlhf_lib.evaluation.evaluation_prompts`).
 2. Score every completion with the reward model (proxy) and the hidden gold preference.
 3. For each ``n`` in ``ns``, the expected gold and proxy score of the proxy's favourite among
    ``n`` samples, estimated without bias from all ``N`` (:func:`expected_best_of_n`), and the KL
@@ -242,7 +242,7 @@ def best_of_n_run(policy, tokenizer, reward_model, rm_tokenizer,
     if not isinstance(config, BestOfNConfig):
         raise TypeError(f"config must be a BestOfNConfig, got {type(config).__name__}.")
     if prompts is None:
-        from rlhf_lib.rlhf_run import evaluation_prompts
+        from rlhf_lib.evaluation import evaluation_prompts
 
         prompts = evaluation_prompts(config.n_prompts)
     prompts = checks.require_texts(prompts, "best_of_n_run", "prompts")

@@ -34,6 +34,7 @@ from transformers import TrainerCallback
 from rlhf_lib import checks
 from rlhf_lib.annotators import gold_score
 from rlhf_lib.cache import cached_stage, loading_stage
+from rlhf_lib.evaluation import Checkpoints, sft_checkpoint
 from rlhf_lib.ppo import PPOConfig
 from rlhf_lib.reward_model import (
     RewardModelConfig,
@@ -41,9 +42,7 @@ from rlhf_lib.reward_model import (
     reward_model_path,
     score_texts,
 )
-from rlhf_lib.rlhf_run import RLHFRunConfig, evaluation_prompts
-from rlhf_lib.rlhf_run import make_trainer as make_ppo_trainer
-from rlhf_lib.rollout import next_token_logprobs, sample, sampling_settings
+from rlhf_lib.rlhf_run import RLHFRunConfig, load_run, load_run_record, train_run
 from rlhf_lib.runtime import go_offline, local_folder
 from rlhf_lib.sft import (
     ProgressCallback,
@@ -131,70 +130,6 @@ class MethodRunConfig:
 # ---------------------------------------------------------------------------------------------
 # One measurement for every policy
 # ---------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate_policy(policy, reference, tokenizer, prompts, reward_model, rm_tokenizer,
-                    max_new_tokens: int = 24, seed: int = 0) -> dict:  # fmt: skip
-    """Sample one review per prompt and measure it three ways.
-
-    Returns the mean proxy reward (reward model), the mean gold score, the texts, and the KL
-    divergence from the reference, ``KL(π ‖ π_ref)`` per review in nats, estimated as the mean
-    over samples of ``Σ_t KL(π(·|s_t) ‖ π_ref(·|s_t))``: the exact KL of each next-token
-    distribution along the sampled review. That is unbiased, like ``Σ_t log π(y_t) − log
-    π_ref(y_t)``, but never negative and much less noisy (the sum over the vocabulary replaces
-    the one sampled token). Sampling uses its own random stream (``seed``), so measuring a run
-    at a checkpoint does not change what the run samples next.
-    """
-    checks.argument("evaluate_policy", "max_new_tokens", max_new_tokens, checks.ints)
-    checks.require_pad_token(tokenizer, "evaluate_policy")
-    rollout = sample(policy, tokenizer, prompts, sampling_settings(tokenizer, max_new_tokens),
-                     seed=seed, where="evaluate_policy")  # fmt: skip
-    logp = next_token_logprobs(policy, rollout)
-    logp_ref = next_token_logprobs(reference, rollout)
-    kl_per_token = (logp.exp() * (logp - logp_ref)).sum(-1)  # (B, T), exact at each state
-    kl = (kl_per_token * rollout.mask).sum(1)
-    texts = rollout.texts
-    gold = np.asarray(gold_score(texts), dtype=float)
-    return {
-        "proxy": float(np.mean(score_texts(reward_model, rm_tokenizer, texts))),
-        "gold": float(gold.mean()),
-        # the standard error of the mean gold score: what separates two policies from noise
-        "gold_se": float(gold.std(ddof=1) / np.sqrt(len(gold))) if len(gold) > 1 else 0.0,
-        "kl": float(kl.mean()),
-        "texts": texts,
-    }
-
-
-class Checkpoints:
-    """Evaluates the policy after chosen numbers of training steps, and keeps the time it spent
-    apart, so the training time a method reports excludes its own measurement."""
-
-    def __init__(self, config: MethodRunConfig, reference, tokenizer, total_steps: int,
-                 samples_per_step: float):  # fmt: skip
-        self.config, self.reference, self.tokenizer = config, reference, tokenizer
-        self.reward_model, self.rm_tokenizer = load_reward_model(config.reward_model)
-        self.prompts = evaluation_prompts(config.n_eval_prompts)
-        # before training: a context overflow would otherwise end a long run at its first checkpoint
-        checks.check_fits_context(reference, tokenizer, self.prompts, config.eval_max_new_tokens,
-                                  "MethodRunConfig.eval_max_new_tokens")  # fmt: skip
-        self.samples_per_step = samples_per_step
-        n = config.n_checkpoints
-        self.steps = sorted({round(total_steps * (i + 1) / n) for i in range(n)})
-        self.rows: list[dict] = []
-        self.texts: list[str] = []
-        self.wall_seconds = self.cpu_seconds = 0.0
-
-    def measure(self, policy, step: int) -> None:
-        wall, cpu = time.perf_counter(), time.process_time()
-        config = self.config
-        result = evaluate_policy(policy, self.reference, self.tokenizer, self.prompts,
-                                 self.reward_model, self.rm_tokenizer,
-                                 config.eval_max_new_tokens, seed=config.seed)  # fmt: skip
-        self.texts = result.pop("texts")
-        self.rows.append({"step": step, "samples": round(step * self.samples_per_step), **result})
-        self.wall_seconds += time.perf_counter() - wall
-        self.cpu_seconds += time.process_time() - cpu
 
 
 class _CheckpointCallback(TrainerCallback):
@@ -348,12 +283,13 @@ def _ppo_settings(config: MethodRunConfig) -> dict:
             "learning_rate": config.learning_rate, "seed": config.seed}  # fmt: skip
 
 
-def _train_ppo(config: MethodRunConfig, output_dir):
-    """Our PPO (chapter 5) at the same budget; returns ``(policy, history, checkpoints)``."""
-    run = RLHFRunConfig(ppo=PPOConfig(**_ppo_settings(config)), n_prompts=config.n_prompts,
-                        prompt_seed=config.prompt_seed, sft=config.sft,
-                        reward_model=config.reward_model)  # fmt: skip
-    return _train_with_checkpoints(config, make_ppo_trainer(run), "PPO")
+def _ppo_run_config(config: MethodRunConfig) -> RLHFRunConfig:
+    """Chapter 5's run with this budget: at the defaults, chapter 5's default run itself."""
+    return RLHFRunConfig(ppo=PPOConfig(**_ppo_settings(config)), n_prompts=config.n_prompts,
+                         prompt_seed=config.prompt_seed, sft=config.sft,
+                         reward_model=config.reward_model, n_eval_prompts=config.n_eval_prompts,
+                         eval_max_new_tokens=config.eval_max_new_tokens,
+                         n_checkpoints=config.n_checkpoints)  # fmt: skip
 
 
 def _train_group(config: MethodRunConfig, output_dir):
@@ -375,21 +311,9 @@ def _train_group(config: MethodRunConfig, output_dir):
     prompts = review_prompts(config.n_prompts, seed=config.prompt_seed)
     trainer = GroupTrainer(group, policy, copy.deepcopy(policy), tokenizer, prompts, reward_fn,
                            gold_score)  # fmt: skip
-    return _train_with_checkpoints(config, trainer, METHOD_NAMES[config.method])
-
-
-def _train_with_checkpoints(config: MethodRunConfig, trainer, name: str):
-    """``config.rollouts`` steps of one of our trainers, measured at the checkpoints."""
-    from rlhf_lib.runtime import progress
-
-    checkpoints = Checkpoints(config, trainer.ref_policy, trainer.tokenizer, config.rollouts,
+    checkpoints = Checkpoints(config, trainer.ref_policy, tokenizer, config.rollouts,
                               config.rollout_size)  # fmt: skip
-    bar = progress(range(config.rollouts), desc=name)
-    for step in bar:
-        trainer.step()
-        if step + 1 in checkpoints.steps:
-            checkpoints.measure(trainer.policy, step + 1)
-    bar.close()
+    trainer.train(after_step=checkpoints.after_step)
     return trainer.policy, trainer.history, checkpoints
 
 
@@ -399,47 +323,61 @@ def _remove_printer(trainer) -> None:
     trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the bar for a log printer
 
 
-TRAINERS = {"ppo": _train_ppo, "grpo": _train_online_trl, "rloo": _train_online_trl,
+TRAINERS = {"grpo": _train_online_trl, "rloo": _train_online_trl,
             "dpo": _train_dpo, "rloo_ours": _train_group, "grpo_ours": _train_group}  # fmt: skip
 
 
-def train_method(config: MethodRunConfig, folder) -> dict:
+def train_method(config: MethodRunConfig, folder, reuse_chapter_5: bool = True) -> dict:
     """Train one method, save its policy in ``folder`` and return (and save) its record:
     checkpoints (samples, proxy, gold, KL), the trainer's log, training wall and CPU seconds
-    (measurement excluded) and the final held-out samples."""
+    (measurement excluded) and the final held-out samples.
+
+    PPO is chapter 5's run (:func:`rlhf_lib.rlhf_run.train_run`), measured the same way, and with
+    ``reuse_chapter_5`` taken from the stage cache when chapter 5 already trained it: nothing is
+    trained twice. A benchmark that times the training passes ``reuse_chapter_5=False``."""
     folder = Path(folder)
     # the stages every method starts from, built (on a cold cache) before the clock starts: the
     # training time is the method's own, not the SFT policy's or the reward model's
     sft_model_path(config.sft)
     reward_model_path(config.reward_model)
-    torch.manual_seed(config.seed)
-    wall, cpu = time.perf_counter(), time.process_time()
-    policy, history, checkpoints = TRAINERS[config.method](config, folder / "trainer")
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    start = sft_checkpoint(checkpoints)
-    record = {
-        "method": config.method,
-        "config": asdict(config),
-        "checkpoints": [start, *checkpoints.rows],
-        "history": history,
-        "train_wall_seconds": wall - checkpoints.wall_seconds,
-        "train_cpu_seconds": cpu - checkpoints.cpu_seconds,
-        "samples": checkpoints.texts,
-    }
+    if config.method == "ppo":
+        policy, result = _ppo_run(config, reuse_chapter_5)
+    else:
+        torch.manual_seed(config.seed)
+        wall, cpu = time.perf_counter(), time.process_time()
+        policy, history, checkpoints = TRAINERS[config.method](config, folder / "trainer")
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        result = {
+            "checkpoints": [sft_checkpoint(checkpoints), *checkpoints.rows],
+            "history": history,
+            "train_wall_seconds": wall - checkpoints.wall_seconds,
+            "train_cpu_seconds": cpu - checkpoints.cpu_seconds,
+            "samples": checkpoints.texts,
+        }
+    record = {"method": config.method, "config": asdict(config), **result}
+    tokenizer = load_sft_model(config.sft)[1]
     policy.save_pretrained(folder / "policy")
-    checkpoints.tokenizer.save_pretrained(folder / "policy")
+    tokenizer.save_pretrained(folder / "policy")
     (folder / RECORD).write_text(json.dumps(record))
     return record
 
 
-def sft_checkpoint(checkpoints: Checkpoints) -> dict:
-    """The common starting point: the SFT policy (the frozen reference) measured as every
-    checkpoint is, against itself (KL 0)."""
-    reference, config = checkpoints.reference, checkpoints.config
-    result = evaluate_policy(reference, reference, checkpoints.tokenizer, checkpoints.prompts,
-                             checkpoints.reward_model, checkpoints.rm_tokenizer,
-                             config.eval_max_new_tokens, seed=config.seed)  # fmt: skip
-    return {"step": 0, "samples": 0, **{k: v for k, v in result.items() if k != "texts"}}
+def _ppo_run(config: MethodRunConfig, reuse_chapter_5: bool):
+    """Our PPO: chapter 5's run with this budget, cached or trained here; ``(policy, result)``."""
+    run = _ppo_run_config(config)
+    if reuse_chapter_5:
+        policy, _, _, _ = load_run(run)
+        record = load_run_record(run)
+    else:
+        trainer, record = train_run(run)
+        policy = trainer.policy
+    return policy, {
+        "checkpoints": record["checkpoints"],
+        "history": record["history"],
+        "train_wall_seconds": record["seconds"],
+        "train_cpu_seconds": record["cpu_seconds"],
+        "samples": record["samples"],
+    }
 
 
 def method_run_path(config: MethodRunConfig) -> Path:

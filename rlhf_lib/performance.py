@@ -36,7 +36,8 @@ TARGET_TOTAL_SECONDS = 600  # the whole book, from an empty stage cache
 TARGET_CHAPTER_SECONDS = 180  # any one chapter (a part of _toc.yml), from an empty cache
 TARGET_PEAK_MB = 2048  # resident memory of any one kernel, its child processes included
 TARGET_CORES = 2  # the execution targets hold on this many usable cores
-TARGET_GAIN_PER_CPU_RATIO = 1.5  # our PPO's gold gain per CPU-second over TRL's best online one
+TARGET_GAIN_PER_CPU_RATIO = 1.5  # our gold gain per CPU-second over TRL's (same algorithm, or best)
+TARGET_MAX_KL = 10.0  # nats per review: TRL's rule of thumb for a healthy RLHF run
 # What a reader of the website downloads (MB = 2**20 bytes): plotly.js is served once and cached,
 # so a page's HTML holds only its own text and figures.
 TARGET_PAGE_HTML_MB = 1  # the HTML of any one page
@@ -678,6 +679,72 @@ def method_targets(report: dict) -> dict[str, dict]:
             unequal + undefined,
         ),
     }
+
+
+def implementation_targets(report: dict) -> dict[str, dict]:
+    """Our implementations against TRL's, each ``{target, measured, status, why}``:
+
+    - ``rloo_impl`` and ``grpo_impl``: our RLOO (GRPO) reaches at least
+      ``TARGET_GAIN_PER_CPU_RATIO`` times the gold gain per CPU-second of TRL's RLOO (GRPO), with
+      a gold gain no more than one seed std below TRL's and a final KL of at most
+      ``TARGET_MAX_KL`` nats;
+    - ``best``: the best of our methods (PPO, RLOO, GRPO) per CPU-second against the best of TRL's.
+
+    A target whose methods the report lacks, or whose budgets differ, is "not tested"."""
+    runs = {m["method"]: m for m in _entries(report, "methods", METHOD_FIELDS + SPREAD_FIELDS,
+                                            "rl_vs_trl")}  # fmt: skip
+
+    def rate(m):
+        return runs[m]["gold_gain_per_cpu_second"]
+
+    def ratio_text(ours, theirs):
+        return f"{rate(ours) / rate(theirs):.2f}×" if rate(theirs) > 0 else "undefined"
+
+    def untested(*methods):
+        missing = [m for m in methods if m not in runs]
+        if missing:
+            return [f"the report has no run of {', '.join(missing)}"]
+        why = []
+        if len({runs[m]["samples"] for m in methods}) > 1:
+            why.append("unequal budgets: " + ", ".join(f"{runs[m]['samples']}" for m in methods))
+        why += [f"{m} gained no gold score, so the ratio is undefined" for m in methods[1:]
+                if rate(m) <= 0]  # fmt: skip
+        return why
+
+    targets = {}
+    for algorithm in ("rloo", "grpo"):
+        ours, theirs = f"{algorithm}_ours", algorithm
+        why = untested(ours, theirs)
+        name = algorithm.upper()
+        target = (f"our {name}'s gold gain per CPU-second ≥ {TARGET_GAIN_PER_CPU_RATIO}× TRL's "
+                  f"{name}'s, gold gain within one seed std, "
+                  f"final KL ≤ {TARGET_MAX_KL:g}")  # fmt: skip
+        if why:
+            targets[f"{algorithm}_impl"] = _judge(target, "", False, why)
+            continue
+        gold_floor = runs[theirs]["gold_gain"] - runs[theirs]["gold_gain_std"]
+        ok = (rate(ours) >= TARGET_GAIN_PER_CPU_RATIO * rate(theirs)
+              and runs[ours]["gold_gain"] >= gold_floor
+              and runs[ours]["final_kl"] <= TARGET_MAX_KL)  # fmt: skip
+        measured = (f"{ratio_text(ours, theirs)}; gold gain {runs[ours]['gold_gain']:+.3f} vs "
+                    f"{runs[theirs]['gold_gain']:+.3f}; "
+                    f"KL {runs[ours]['final_kl']:.1f}")  # fmt: skip
+        targets[f"{algorithm}_impl"] = _judge(target, measured, ok, [])
+    ours = [m for m in ("ppo", "rloo_ours", "grpo_ours") if m in runs]
+    theirs = [m for m in ("rloo", "grpo") if m in runs]
+    target = f"our best method's gold gain per CPU-second ≥ {TARGET_GAIN_PER_CPU_RATIO}× TRL's best"
+    if not ours or not theirs:
+        targets["best"] = _judge(target, "", False, ["the report lacks our or TRL's methods"])
+    else:
+        best_ours, best_theirs = max(ours, key=rate), max(theirs, key=rate)
+        why = untested(best_ours, best_theirs)
+        from rlhf_lib.beyond_ppo import METHOD_NAMES
+
+        measured = (f"{METHOD_NAMES[best_ours]} over {METHOD_NAMES[best_theirs]}: "
+                    f"{ratio_text(best_ours, best_theirs)}")  # fmt: skip
+        ok = not why and rate(best_ours) >= TARGET_GAIN_PER_CPU_RATIO * rate(best_theirs)
+        targets["best"] = _judge(target, measured, ok, why)
+    return targets
 
 
 def targets_table(*targets: dict[str, dict]) -> pd.DataFrame:

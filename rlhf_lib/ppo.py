@@ -43,6 +43,7 @@ from rlhf_lib.rollout import (
 )
 
 KL_KINDS = ("k1", "k2", "k3")
+VALUE_MODELS = ("separate", "shared")
 
 
 def _check_same_shape(**tensors: torch.Tensor) -> None:
@@ -314,6 +315,12 @@ class PPOConfig:
     cliprange: float = 0.2  # ε of the clipped surrogate objective
     cliprange_value: float = 0.2  # the same clipping for the value function
     vf_coef: float = 0.1  # weight of the value loss in the joint loss
+    # the value model: "separate" (a network of its own, as InstructGPT and TRL's PPO), or
+    # "shared" (a linear head on the policy's last hidden state: one forward pass for both)
+    value_model: str = "separate"
+    critic_layers: int | None = None  # a separate critic with only its first blocks (None: all)
+    value_epochs: int | None = None  # train the values in the first value_epochs passes only
+    critic_warmup_epochs: int = 0  # value-only passes over the first rollout (separate critic)
     entropy_coef: float = 0.0  # an entropy bonus; the KL penalty already keeps entropy up
     max_grad_norm: float = 1.0  # clip the global gradient norm: one bad minibatch cannot derail
     # AdamW's decoupled weight decay. 0, as TRL: torch's default (0.01) would also shrink the
@@ -324,7 +331,17 @@ class PPOConfig:
     def __post_init__(self):
         checks.ints(self, "total_steps", "batch_size", "mini_batch_size", "ppo_epochs",
                     "max_new_tokens", "kl_horizon")  # fmt: skip
-        checks.ints(self, "seed", minimum=0)
+        checks.ints(self, "seed", "critic_warmup_epochs", minimum=0)
+        checks.one_of(self, "value_model", VALUE_MODELS)
+        for name in ("critic_layers", "value_epochs"):
+            if getattr(self, name) is not None:
+                checks.ints(self, name)
+        if self.value_model == "shared" and (self.critic_layers or self.critic_warmup_epochs):
+            raise checks.ConfigError(
+                "PPOConfig.critic_layers and critic_warmup_epochs shape a separate critic; with "
+                "value_model='shared' the values come from the policy's own trunk. Use one or "
+                "the other."
+            )
         checks.positive(self, "temperature", "learning_rate", "cliprange_value", "max_grad_norm")
         checks.positive(self, "target_kl", optional=True)  # None: a fixed β
         checks.non_negative(self, "kl_coef", "vf_coef", "entropy_coef", "weight_decay")
@@ -442,8 +459,14 @@ class PPOTrainer:
                 f"gold_fn must be a function, gold_fn(texts) -> one score per text, or None; got "
                 f"{type(gold_fn).__name__}."
             )
-        if value_model is None and self.needs_value_model:
+        shared = getattr(config, "value_model", "separate") == "shared"
+        if value_model is None and self.needs_value_model and not shared:
             raise TypeError(f"{type(self).__name__} needs a value_model (num_labels=1).")
+        if value_model is not None and shared:
+            raise ValueError(
+                "PPOConfig.value_model='shared' puts a value head on the policy's trunk: pass "
+                "value_model=None."
+            )
         if value_model is not None and getattr(value_model.config, "num_labels", None) != 1:
             raise ValueError("value_model must have num_labels=1 (one value per token)")
         checks.require_pad_token(tokenizer, "PPOTrainer")
@@ -474,7 +497,14 @@ class PPOTrainer:
             if config.target_kl is not None
             else None
         )
-        params = [p for model in (policy, value_model) if model is not None
+        # "shared": a linear head on the policy's last hidden state, starting at 0
+        self.value_head = None
+        if shared and self.needs_value_model:
+            width = policy.get_output_embeddings().in_features
+            self.value_head = torch.nn.Linear(width, 1).to(self.device)
+            torch.nn.init.zeros_(self.value_head.weight)
+            torch.nn.init.zeros_(self.value_head.bias)
+        params = [p for model in (policy, value_model, self.value_head) if model is not None
                   for p in model.parameters()]  # fmt: skip
         self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, eps=1e-5,
                                            weight_decay=config.weight_decay)  # fmt: skip
@@ -506,8 +536,25 @@ class PPOTrainer:
         )
         return sample(self.policy, self.tokenizer, prompts, settings, where="PPOTrainer.generate")
 
+    def _forward(self, rollout: Rollout, with_values: bool = True):
+        """The policy's next-token log-distributions ``[B, T, vocab]`` at each response position
+        and the values ``[B, T]`` of the states before each token (``None`` without
+        ``with_values``): one forward pass when the value head shares the policy's trunk."""
+        temperature = self.config.temperature
+        if self.value_head is None:
+            logprobs_all = next_token_logprobs(self.policy, rollout, temperature)
+            return logprobs_all, self._values(rollout) if with_values else None
+        output = self.policy(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
+                             position_ids=position_ids_from_mask(rollout.attention_mask),
+                             output_hidden_states=with_values)  # fmt: skip
+        response = slice(rollout.context_length - 1, -1)
+        logprobs_all = torch.log_softmax(output.logits[:, response] / temperature, dim=-1)
+        if not with_values:
+            return logprobs_all, None
+        return logprobs_all, self.value_head(output.hidden_states[-1][:, response]).squeeze(-1)
+
     def _values(self, rollout: Rollout) -> torch.Tensor:
-        """``[B, T]``: the value model's estimate of the state before each response token."""
+        """``[B, T]``: the separate value model's estimate of the state before each token."""
         backbone = getattr(self.value_model, self.value_model.base_model_prefix)
         hidden = backbone(
             input_ids=rollout.input_ids,
@@ -533,39 +580,53 @@ class PPOTrainer:
 
     def _update(self, rollout: Rollout, old_logprobs, old_values, advantages,
                 returns) -> dict[str, list[float]]:  # fmt: skip
-        """``ppo_epochs`` passes of clipped updates over shuffled minibatches of the rollout;
-        returns each minibatch's statistics."""
+        """``ppo_epochs`` passes of clipped updates over shuffled minibatches of the rollout (the
+        values in the first ``value_epochs`` of them); returns each minibatch's statistics."""
         cfg = self.config
         with_entropy_grad = cfg.entropy_coef > 0  # else the entropy is only logged
+        value_epochs = cfg.ppo_epochs if cfg.value_epochs is None else cfg.value_epochs
         self.policy.train()
         stats = defaultdict(list)
-        for _ in range(cfg.ppo_epochs):
+        for epoch in range(cfg.ppo_epochs):
+            train_values = epoch < value_epochs
             order = torch.randperm(len(rollout.prompts), generator=self.generator)
             for mb in order.split(cfg.mini_batch_size):
                 part, mask = rollout.select(mb), rollout.mask[mb]
-                logprobs_all = next_token_logprobs(self.policy, part, cfg.temperature)
+                logprobs_all, values = self._forward(part, with_values=train_values)
                 logprobs = logprobs_all.gather(-1, part.responses.unsqueeze(-1)).squeeze(-1)
                 with torch.set_grad_enabled(with_entropy_grad):
                     entropy = masked_mean(-(logprobs_all.exp() * logprobs_all).sum(-1), mask)
-                pg_loss, pg_stats = clipped_policy_loss(
+                loss, pg_stats = clipped_policy_loss(
                     logprobs, old_logprobs[mb], advantages[mb], mask, cfg.cliprange
                 )
-                vf_loss, vf_clipfrac = clipped_value_loss(
-                    self._values(part), old_values[mb], returns[mb], mask, cfg.cliprange_value
-                )
-                loss = pg_loss + cfg.vf_coef * vf_loss
+                stats["pg_loss"].append(loss.item())
+                if train_values:
+                    vf_loss, vf_clipfrac = clipped_value_loss(
+                        values, old_values[mb], returns[mb], mask, cfg.cliprange_value
+                    )
+                    loss = loss + cfg.vf_coef * vf_loss
+                    stats["vf_loss"].append(vf_loss.item())
+                    stats["vf_clipfrac"].append(vf_clipfrac)
                 if with_entropy_grad:
                     loss = loss - cfg.entropy_coef * entropy
-                parts = (f"(policy loss {pg_loss.item():.4g}, value loss {vf_loss.item():.4g}, "
-                         f"entropy {entropy.item():.4g})")  # fmt: skip
-                self._optimise(loss, parts)
-                stats["pg_loss"].append(pg_loss.item())
-                stats["vf_loss"].append(vf_loss.item())
-                stats["vf_clipfrac"].append(vf_clipfrac)
+                self._optimise(loss, f"(policy loss {stats['pg_loss'][-1]:.4g}, entropy "
+                                     f"{entropy.item():.4g})")  # fmt: skip
                 stats["entropy"].append(entropy.item())
                 for name, value in pg_stats.items():
                     stats[name].append(value)
         return stats
+
+    def _warm_up_critic(self, rollout: Rollout, old_values, returns) -> None:
+        """``critic_warmup_epochs`` value-only passes over the first rollout, so the first
+        policy update already has advantages from a critic fitted to this policy's returns."""
+        cfg = self.config
+        for _ in range(cfg.critic_warmup_epochs):
+            order = torch.randperm(len(rollout.prompts), generator=self.generator)
+            for mb in order.split(cfg.mini_batch_size):
+                part = rollout.select(mb)
+                vf_loss, _ = clipped_value_loss(self._values(part), old_values[mb], returns[mb],
+                                                rollout.mask[mb], cfg.cliprange_value)  # fmt: skip
+                self._optimise(vf_loss, f"(critic warm-up, value loss {vf_loss.item():.4g})")
 
     def _optimise(self, loss: torch.Tensor, parts: str) -> None:
         """One optimiser step on ``loss`` with the gradient norm clipped; a non-finite loss or
@@ -592,10 +653,10 @@ class PPOTrainer:
         rollout = self.generate(self._next_prompts())
         mask = rollout.mask
         with torch.no_grad():
-            logprobs, entropy = token_logprobs(self.policy, rollout, cfg.temperature,
-                                               with_entropy=True)  # fmt: skip
+            logprobs_all, values = self._forward(rollout)
+            logprobs = logprobs_all.gather(-1, rollout.responses.unsqueeze(-1)).squeeze(-1)
+            entropy = -(logprobs_all.exp() * logprobs_all).sum(-1)
             ref_logprobs = token_logprobs(self.ref_policy, rollout, cfg.temperature)
-            values = self._values(rollout)
 
         # 2. Score the full texts with the reward model (and the gold preference, to log).
         scores, gold = self._score(rollout)
@@ -606,6 +667,11 @@ class PPOTrainer:
 
         # 4. Advantages by GAE, whitened over the real tokens.
         advantages, returns = compute_gae(rewards, values, cfg.gamma, cfg.lam, mask)
+        if cfg.critic_warmup_epochs and not self.history:  # fit the critic first, then re-estimate
+            self._warm_up_critic(rollout, values, returns)
+            with torch.no_grad():
+                values = self._values(rollout)
+            advantages, returns = compute_gae(rewards, values, cfg.gamma, cfg.lam, mask)
         advantages = whiten(advantages, mask=mask)
 
         # 5. Several epochs of clipped updates over minibatches of the rollout.
@@ -674,13 +740,17 @@ class PPOTrainer:
             "trainer.history. Lower learning_rate or check the reward function."
         )
 
-    def train(self, progress: bool = True) -> list[dict]:
-        """Run ``config.total_steps`` PPO iterations; returns (and keeps) the history."""
+    def train(self, progress: bool = True, after_step: Callable | None = None) -> list[dict]:
+        """Run ``config.total_steps`` iterations; returns (and keeps) the history.
+        ``after_step(trainer)``, if given, runs after each step (to measure checkpoints)."""
         from rlhf_lib.runtime import progress as progress_bar
 
-        bar = progress_bar(range(self.config.total_steps), desc="PPO", disable=not progress)
+        name = getattr(self.config, "estimator", "ppo").upper()  # PPO, or our RLOO / GRPO
+        bar = progress_bar(range(self.config.total_steps), desc=name, disable=not progress)
         for _ in bar:
             metrics = self.step()
+            if after_step is not None:
+                after_step(self)
             bar.set_postfix(
                 reward=f"{metrics['objective/scores']:.2f}", kl=f"{metrics['objective/kl']:.2f}"
             )

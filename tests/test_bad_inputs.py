@@ -46,7 +46,7 @@ from rlhf_lib.attention import (
     sinusoidal_positional_encoding,
 )
 from rlhf_lib.base_model import BaseModelConfig, make_model
-from rlhf_lib.beyond_ppo import MethodRunConfig, evaluate_policy
+from rlhf_lib.beyond_ppo import MethodRunConfig
 from rlhf_lib.checks import ConfigError
 from rlhf_lib.dashboard import (
     gold_vs_kl_figure,
@@ -64,6 +64,7 @@ from rlhf_lib.decoding import (
     top_k_filter,
     top_p_filter,
 )
+from rlhf_lib.evaluation import evaluate_policy
 from rlhf_lib.explorer import attention_figure, positional_encoding_figure
 from rlhf_lib.gpt import GPT, GPTConfig, LLaMA, LLaMAConfig, kv_cache_bytes, rope_cos_sin
 from rlhf_lib.objectives import dpo_loss, grpo_advantages, rloo_advantages
@@ -761,10 +762,12 @@ def test_train_causal_lm_checks_its_arguments_before_training(overrides, match):
 
 def test_method_run_checks_its_evaluation_length_before_training(small_policy, monkeypatch):
     policy, tokenizer = small_policy
-    monkeypatch.setattr(beyond_ppo, "load_reward_model", lambda config: (None, None))
+    import rlhf_lib.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "load_reward_model", lambda config: (None, None))
     config = MethodRunConfig(eval_max_new_tokens=100)  # the policy reads 64 positions
     with pytest.raises(ValueError, match=r"MethodRunConfig\.eval_max_new_tokens: .* of 64"):
-        beyond_ppo.Checkpoints(config, policy, tokenizer, total_steps=10, samples_per_step=1.0)
+        evaluation.Checkpoints(config, policy, tokenizer, total_steps=10, samples_per_step=1.0)
 
 
 # ---------------------------------------------------------------------------------------------

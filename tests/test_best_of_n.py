@@ -33,7 +33,7 @@ from rlhf_lib.best_of_n import (
 )
 from rlhf_lib.beyond_ppo import METHOD_NAMES, MethodRunConfig
 from rlhf_lib.dashboard import gold_vs_kl_figure
-from rlhf_lib.rlhf_run import evaluation_prompts
+from rlhf_lib.evaluation import evaluation_prompts
 
 PROMPTS = ["the film was", "the plot", "what a"]
 

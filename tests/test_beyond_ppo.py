@@ -9,8 +9,9 @@ import torch
 from tiny_models import review_tokenizer, tiny_gpt2_config
 from transformers import GPT2LMHeadModel
 
-from rlhf_lib.beyond_ppo import MethodRunConfig, evaluate_policy
+from rlhf_lib.beyond_ppo import MethodRunConfig
 from rlhf_lib.dashboard import gold_vs_kl_figure
+from rlhf_lib.evaluation import evaluate_policy
 from rlhf_lib.objectives import dpo_loss, grpo_advantages, rloo_advantages
 
 REWARDS = torch.tensor([1.0, 0.0, 0.5, 2.5, -1.0, -1.0, 3.0, 0.0])

@@ -615,3 +615,22 @@ def test_commit_line_names_the_measured_commit(tmp_path):
     line = perf.commit_line({}, "book_execution", tmp_path)
     assert f"last committed in {commit} on {date}" in line
     assert perf.results_commit("rl_vs_trl", tmp_path) is None  # never committed
+
+
+def test_implementation_targets_compare_the_same_algorithm():
+    base = [method("ppo", 0.55, 0.003), method("grpo", 0.50, 0.002), method("rloo", 0.45, 0.002)]
+    fast = perf.implementation_targets(methods_report(
+        *base, method("rloo_ours", 0.45, 0.003), method("grpo_ours", 0.50, 0.0029)))  # fmt: skip
+    assert fast["rloo_impl"]["status"] == "met" and fast["rloo_impl"]["measured"].startswith(
+        "1.50×"
+    )
+    assert fast["grpo_impl"]["status"] == "missed"  # 1.45×
+    assert fast["best"]["status"] == "met"  # PPO 0.003 over 0.002
+    # faster, but a gold gain beyond one seed std below TRL's: missed
+    worse = perf.implementation_targets(methods_report(*base, method("rloo_ours", 0.40, 0.01)))
+    assert worse["rloo_impl"]["status"] == "missed"
+    assert worse["grpo_impl"]["status"] == "not tested"  # no run of grpo_ours
+    assert "grpo_ours" in worse["grpo_impl"]["why"]
+    unequal = perf.implementation_targets(
+        methods_report(*base, method("rloo_ours", 0.45, 0.01, samples=1920)))  # fmt: skip
+    assert unequal["rloo_impl"]["status"] == "not tested"

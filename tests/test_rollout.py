@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from tiny_models import review_tokenizer, tiny_gpt2_config
 from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
 
-from rlhf_lib.beyond_ppo import evaluate_policy
+from rlhf_lib.evaluation import evaluate_policy
 from rlhf_lib.ppo import PPOConfig, PPOTrainer, explained_variance, token_rewards
 from rlhf_lib.rollout import sample, sampling_settings, token_logprobs
 
@@ -115,9 +115,9 @@ def _ppo(tokenizer, **overrides):
 
 
 def test_measuring_a_run_at_checkpoints_does_not_change_its_training(tokenizer, monkeypatch):
-    import rlhf_lib.beyond_ppo as beyond_ppo
+    import rlhf_lib.evaluation as evaluation
 
-    monkeypatch.setattr(beyond_ppo, "score_texts", lambda model, tok, texts: np.zeros(len(texts)))
+    monkeypatch.setattr(evaluation, "score_texts", lambda model, tok, texts: np.zeros(len(texts)))
     plain = _ppo(tokenizer)  # each trainer seeds the global stream: run one after the other
     plain.train(progress=False)
     measured = _ppo(tokenizer)
