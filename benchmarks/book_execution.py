@@ -121,6 +121,7 @@ def main() -> int:
                         "so a later `make book` with RLHF_BOOK_CACHE=DIR reuses them")  # fmt: skip
     parser.add_argument("pages", nargs="*", help="only these pages (default: every toc page)")
     args = parser.parse_args()
+    measured = git_state()  # the code checked out when the run starts is the code it measures
 
     os.environ.setdefault("RLHF_BOOK_BUILD", "1")  # summary-line progress bars, as in the build
     cold_dir = None
@@ -144,7 +145,7 @@ def main() -> int:
     report = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine(),
-        "git": git_state(),
+        "git": measured,
         "cache": "cold" if args.cold else "warm (whatever RLHF_BOOK_CACHE held)",
         "pages": pages,
         "total_wall_seconds": round(sum(p["wall_seconds"] for p in pages), 2),

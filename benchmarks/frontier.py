@@ -36,6 +36,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "results/frontier.json"))
     args = parser.parse_args()
+    measured = git_state()  # the code checked out when the run starts is the code it measures
 
     from rlhf_lib import setup_notebook
     from rlhf_lib.best_of_n import BestOfNConfig, best_of_n_run
@@ -58,7 +59,7 @@ def main() -> int:
         print(f"[frontier] {setting} ...", flush=True)
         wall = time.perf_counter()
         with tempfile.TemporaryDirectory() as folder:
-            record = train_method(config, folder)
+            record = train_method(config, folder, reuse_chapter_5=False)  # trained and timed here
         final = record["checkpoints"][-1]
         runs.append({
             "setting": setting,
@@ -78,7 +79,7 @@ def main() -> int:
     report = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "git": git_state(),
+        "git": measured,
         "command": "python benchmarks/frontier.py",
         "sweep_wall_seconds": time.perf_counter() - started,
         "budget": {k: v for k, v in asdict(base).items() if k not in ("sft", "reward_model")},

@@ -1,8 +1,8 @@
 """Our PPO, RLOO and GRPO against TRL's RLOO and GRPO (and DPO), from the same SFT policy, reward
 model, prompts and sample budget, measured side by side in one run.
 
-    python benchmarks/rl_vs_trl.py [--out FILE.json] [--methods ppo rloo_ours grpo_ours rloo grpo dpo]
-                                   [--seeds 0 1 2 3 4]
+    python benchmarks/rl_vs_trl.py [--out FILE.json] [--seeds 0 1 2 3 4]
+                                   [--methods ppo rloo_ours grpo_ours rloo grpo dpo]
 
 The SFT policy, reward model and preference pairs come from the stage cache (built first if
 missing, before any clock starts). Each method then trains in its own fresh Python process, so
@@ -132,6 +132,7 @@ def main() -> int:
     if args.one:
         run_one(args.one, args.seeds[0], Path(args.out))
         return 0
+    measured = git_state()  # the code checked out when the run starts is the code it measures
 
     from dataclasses import asdict
 
@@ -163,7 +164,7 @@ def main() -> int:
     report = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "git": git_state(),
+        "git": measured,
         "command": "python benchmarks/rl_vs_trl.py",
         "budget": {
             k: v

@@ -90,6 +90,7 @@ def main() -> int:
     if args.one:
         run_one(args.one, args.seeds[0], Path(args.out))
         return 0
+    measured = git_state()  # the code checked out when the run starts is the code it measures
 
     from rlhf_lib.reward_model import reward_model_path
     from rlhf_lib.rlhf_run import RLHFRunConfig
@@ -118,7 +119,7 @@ def main() -> int:
     report = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "git": git_state(),
+        "git": measured,
         "command": "python benchmarks/value_models.py",
         "candidates": results,
     }

@@ -180,7 +180,8 @@ def _trl_common_args(config: MethodRunConfig, output_dir) -> dict:
 
 
 def _train_online_trl(config: MethodRunConfig, output_dir):
-    """GRPO or RLOO with TRL at PPO's budget; returns ``(policy, log_history, checkpoints)``."""
+    """GRPO or RLOO with TRL at PPO's budget; returns ``(policy, log_history, checkpoints,
+    seconds)``."""
     go_offline()  # TRL's telemetry off and no hub look-ups, even without setup_notebook()
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
@@ -217,13 +218,13 @@ def _train_online_trl(config: MethodRunConfig, output_dir):
         callbacks=[ProgressCallback(config.method.upper()), _CheckpointCallback(checkpoints)],
     )
     _remove_printer(trainer)
-    trainer.train()
-    return trainer.model, trainer.state.log_history, checkpoints
+    seconds = timed(trainer.train)
+    return trainer.model, trainer.state.log_history, checkpoints, seconds
 
 
 def _train_dpo(config: MethodRunConfig, output_dir):
     """DPO on ``n_samples / 2`` of chapter 4's training pairs, one pass; returns
-    ``(policy, log_history, checkpoints)``."""
+    ``(policy, log_history, checkpoints, seconds)``."""
     go_offline()  # TRL's telemetry off and no hub look-ups, even without setup_notebook()
     from trl import DPOConfig, DPOTrainer
 
@@ -258,8 +259,8 @@ def _train_dpo(config: MethodRunConfig, output_dir):
                               2 * config.mini_batch_size)  # fmt: skip
     trainer.add_callback(_CheckpointCallback(checkpoints))
     _remove_printer(trainer)
-    trainer.train()
-    return trainer.model, trainer.state.log_history, checkpoints
+    seconds = timed(trainer.train)
+    return trainer.model, trainer.state.log_history, checkpoints, seconds
 
 
 def gold_labelled(split):
@@ -294,7 +295,7 @@ def _ppo_run_config(config: MethodRunConfig) -> RLHFRunConfig:
 
 def _train_group(config: MethodRunConfig, output_dir):
     """Our RLOO or GRPO (:mod:`rlhf_lib.group_rl`) at the same budget, on the same rollout core as
-    our PPO; returns ``(policy, history, checkpoints)``."""
+    our PPO; returns ``(policy, history, checkpoints, seconds)``."""
     import copy
 
     from rlhf_lib.group_rl import GroupConfig, GroupTrainer
@@ -313,8 +314,17 @@ def _train_group(config: MethodRunConfig, output_dir):
                            gold_score)  # fmt: skip
     checkpoints = Checkpoints(config, trainer.ref_policy, tokenizer, config.rollouts,
                               config.rollout_size)  # fmt: skip
-    trainer.train(after_step=checkpoints.after_step)
-    return trainer.policy, trainer.history, checkpoints
+    seconds = timed(lambda: trainer.train(after_step=checkpoints.after_step))
+    return trainer.policy, trainer.history, checkpoints, seconds
+
+
+def timed(train) -> tuple[float, float]:
+    """Wall and CPU seconds of ``train()``: every method's clock covers its training loop only
+    (loading the models and building the trainer are not training), checkpoints included; the
+    caller subtracts the time the checkpoints spent measuring."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    train()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def _remove_printer(trainer) -> None:
@@ -344,9 +354,9 @@ def train_method(config: MethodRunConfig, folder, reuse_chapter_5: bool = True) 
         policy, result = _ppo_run(config, reuse_chapter_5)
     else:
         torch.manual_seed(config.seed)
-        wall, cpu = time.perf_counter(), time.process_time()
-        policy, history, checkpoints = TRAINERS[config.method](config, folder / "trainer")
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        policy, history, checkpoints, (wall, cpu) = TRAINERS[config.method](
+            config, folder / "trainer"
+        )
         result = {
             "checkpoints": [sft_checkpoint(checkpoints), *checkpoints.rows],
             "history": history,

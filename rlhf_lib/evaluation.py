@@ -48,7 +48,12 @@ def evaluate_policy(policy, reference, tokenizer, prompts, reward_model, rm_toke
     checks.require_pad_token(tokenizer, "evaluate_policy")
     rollout = sample(policy, tokenizer, prompts, sampling_settings(tokenizer, max_new_tokens),
                      seed=seed, where="evaluate_policy")  # fmt: skip
-    logp = next_token_logprobs(policy, rollout)
+    was_training = policy.training
+    policy.eval()  # dropout would change the distribution whose KL is measured
+    try:
+        logp = next_token_logprobs(policy, rollout)
+    finally:
+        policy.train(was_training)
     logp_ref = next_token_logprobs(reference, rollout)
     kl_per_token = (logp.exp() * (logp - logp_ref)).sum(-1)  # (B, T), exact at each state
     kl = (kl_per_token * rollout.mask).sum(1)

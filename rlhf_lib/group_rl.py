@@ -15,7 +15,10 @@
 Sampling (:mod:`rlhf_lib.rollout`), scoring, the missing-EOS penalty, minibatches, the optimiser,
 the gradient clipping and the NaN guard are PPO's, so a comparison of PPO, our RLOO and our GRPO
 changes only what the chapter says it changes. PPO's ``gamma``, ``lam``, ``vf_coef``,
-``cliprange_value`` and ``kl_estimator`` play no part here.
+``cliprange_value``, ``kl_estimator`` and ``entropy_coef`` play no part here, and the value-model
+fields (``value_model``, ``critic_layers``, ``value_epochs``, ``critic_warmup_epochs``) must stay
+at their defaults. The minibatches are reshuffled on every pass over a rollout, as our PPO does;
+TRL's trainers split each rollout once and reuse those minibatches for every pass.
 """
 
 from __future__ import annotations
@@ -59,6 +62,14 @@ class GroupConfig(PPOConfig):
             )
         checks.multiple_of(self, "batch_size", "group_size",
                            "a rollout holds whole groups of completions of one prompt")  # fmt: skip
+        critic = (self.value_model, self.critic_layers, self.value_epochs,
+                  self.critic_warmup_epochs)  # fmt: skip
+        if critic != ("separate", None, None, 0):
+            raise checks.ConfigError(
+                f"GroupConfig trains no value model ({self.estimator}'s baseline is the group), "
+                "so value_model, critic_layers, value_epochs and critic_warmup_epochs must stay "
+                "at their defaults."
+            )
 
 
 class GroupTrainer(PPOTrainer):
@@ -93,8 +104,10 @@ class GroupTrainer(PPOTrainer):
             rewards = rloo_rewards(scores, logprobs, ref_logprobs, mask, self.kl_coef)
             advantages = rloo_advantages(rewards, cfg.group_size)
         else:
-            rewards = scores
             advantages = grpo_advantages(scores, cfg.group_size)
+            # logged only: the score less the KL term GRPO puts in its loss (k3 at the rollout)
+            k3 = kl_estimate(logprobs, ref_logprobs, "k3") * mask
+            rewards = scores - self.kl_coef * k3.sum(1)
 
         # 4. Several epochs of clipped updates over minibatches of the rollout.
         stats = self._update_group(rollout, logprobs, ref_logprobs, advantages)

@@ -51,6 +51,7 @@ PRODUCERS = {  # the command that writes each results file
     "frontier": "make benchmark-frontier  (that is: python benchmarks/frontier.py)",
     "page_weight": "make benchmark  (after make book: python benchmarks/page_weight.py)",
     "binder_memory": "make benchmark  (after make book: python benchmarks/binder_memory.py)",
+    "value_models": "make benchmark-rl  (that is, second: python benchmarks/value_models.py)",
 }
 PAGE_FIELDS = ("page", "wall_seconds", "peak_rss_mb")
 WEIGHT_FIELDS = ("page", "html_bytes", "downloads", "first_visit_bytes")
@@ -62,6 +63,9 @@ METHOD_FIELDS = (
 # Each method runs with several seeds; the report keeps them and the spread of the key figures.
 SPREAD_FIELDS = ("seeds", "gold_gain_std", "final_kl_std")
 BINDER_FIELDS = ("twin", "peak_server_and_kernel_mb", "server_and_idle_kernel_mb")
+VALUE_FIELDS = ("candidate", "seeds", "gold_gain", "gold_gain_ci95", "final_kl",
+                "train_cpu_seconds", "gold_gain_per_cpu_second", "gold_gain_per_cpu_second_ci95",
+                "explained_variance_last_5")  # fmt: skip
 # The fields above that hold a measurement: a finite number. A NaN would sort and compare as if
 # it were one (a NaN gain is "the largest" to sorted()), and a string fails deep in pandas.
 NUMBER_FIELDS = {
@@ -679,6 +683,86 @@ def method_targets(report: dict) -> dict[str, dict]:
             unequal + undefined,
         ),
     }
+
+
+def value_models_table(report: dict) -> pd.DataFrame:
+    """One row per candidate value model of ``value_models.json``: means over seeds, with the 95%
+    confidence interval of the gold gain and of the gold gain per CPU-second."""
+    rows = [
+        {
+            "value model": c["candidate"],
+            "seeds": len(c["seeds"]),
+            "gold gain": f"{c['gold_gain']:+.3f} ± {c['gold_gain_ci95']:.3f}",
+            "final KL": c["final_kl"],
+            "train CPU s": c["train_cpu_seconds"],
+            "gold gain per CPU-s": f"{c['gold_gain_per_cpu_second']:.2e} ± "
+                                   f"{c['gold_gain_per_cpu_second_ci95']:.1e}",
+            "explained variance (last 5 steps)": c["explained_variance_last_5"],
+        }
+        for c in _entries(report, "candidates", VALUE_FIELDS, "value_models")
+    ]  # fmt: skip
+    return pd.DataFrame(rows).set_index("value model")
+
+
+def value_models_verdict(report: dict) -> str:
+    """Which candidate gained the most gold per CPU-second, whether its 95% interval clears the
+    separate critic's (the first row, the comparison), and which candidate PPOConfig's defaults
+    are."""
+    from rlhf_lib.ppo import PPOConfig
+
+    entries = _entries(report, "candidates", VALUE_FIELDS, "value_models")
+    defaults = PPOConfig()
+    default = next((c["candidate"] for c in entries
+                    if all(getattr(defaults, k) == v for k, v in c.get("config", {}).items())),
+                   "none of them")  # fmt: skip
+    reference, best = entries[0], max(entries, key=lambda c: c["gold_gain_per_cpu_second"])
+
+    def interval(c):
+        rate, half = c["gold_gain_per_cpu_second"], c["gold_gain_per_cpu_second_ci95"]
+        return rate - half, rate + half
+
+    if best is reference:
+        verdict = (f"the separate critic with all its blocks gained the most gold per CPU-second "
+                   f"({reference['gold_gain_per_cpu_second']:.2e}) of the "
+                   f"{len(entries)} candidates")  # fmt: skip
+    else:
+        apart = interval(best)[0] > interval(reference)[1]
+        ratio = best["gold_gain_per_cpu_second"] / reference["gold_gain_per_cpu_second"]
+        verdict = (f"{best['candidate']} gained the most gold per CPU-second, {ratio:.2f}× the "
+                   "separate critic's with all its blocks, "
+                   + ("and their 95% intervals do not overlap" if apart else
+                      "but their 95% intervals overlap: with these seeds the two do not differ "
+                      "beyond noise"))  # fmt: skip
+    return verdict + f". PPOConfig's default value model is: {default}"
+
+
+def implementation_sentence(report: dict) -> str:
+    """One sentence per algorithm implemented twice (ours and TRL's) in ``rl_vs_trl.json``: gold
+    gain with its 95% interval where recorded, training CPU-seconds, and the ratio of gold gain per
+    CPU-second; empty when the report has no such pair."""
+    runs = {m["method"]: m for m in _entries(report, "methods", METHOD_FIELDS + SPREAD_FIELDS,
+                                            "rl_vs_trl")}  # fmt: skip
+
+    def gain(m):
+        ci = runs[m].get("gold_gain_ci95")
+        return f"{runs[m]['gold_gain']:+.3f}" + (f" ± {ci:.3f}" if ci is not None else "")
+
+    sentences = []
+    for algorithm in ("rloo", "grpo"):
+        ours = f"{algorithm}_ours"
+        if ours not in runs or algorithm not in runs:
+            continue
+        theirs_rate = runs[algorithm]["gold_gain_per_cpu_second"]
+        ratio = (f"{runs[ours]['gold_gain_per_cpu_second'] / theirs_rate:.2f}×"
+                 if theirs_rate > 0
+                 else "an undefined multiple (TRL's gained no gold)")  # fmt: skip
+        sentences.append(
+            f"our {algorithm.upper()} gained {gain(ours)} gold in "
+            f"{runs[ours]['train_cpu_seconds']:.0f} CPU-s, TRL's {gain(algorithm)} in "
+            f"{runs[algorithm]['train_cpu_seconds']:.0f} CPU-s: {ratio} TRL's gold gain per "
+            "CPU-second"
+        )
+    return "; ".join(sentences)
 
 
 def implementation_targets(report: dict) -> dict[str, dict]:

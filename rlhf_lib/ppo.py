@@ -416,8 +416,10 @@ class PPOTrainer:
     - ``policy``: a causal LM (``AutoModelForCausalLM``), trained; ``ref_policy``: a frozen copy;
     - ``value_model``: an ``AutoModelForSequenceClassification`` with ``num_labels=1`` whose head
       is applied to every token. It is a separate network (as in InstructGPT and TRL's PPO),
-      initialised from the reward model, which already knows what a good review looks like; a
-      shared trunk would save compute but lets value-loss gradients disturb the policy;
+      initialised from the reward model, which already knows what a good review looks like. With
+      ``PPOConfig.value_model="shared"`` pass ``None``: a linear head on the policy's own last
+      hidden state gives the values, one forward pass for both, at the price of value-loss
+      gradients in the policy's trunk (``benchmarks/value_models.py`` measures both);
     - ``reward_fn(texts) -> Tensor[B]``: the proxy reward (the reward model) of full texts;
     - ``gold_fn(texts) -> list[float]`` (optional): the hidden gold preference, logged as
       ``gold/score`` and never used for training.
@@ -616,7 +618,7 @@ class PPOTrainer:
                     stats[name].append(value)
         return stats
 
-    def _warm_up_critic(self, rollout: Rollout, old_values, returns) -> None:
+    def _warm_up_critic(self, rollout: Rollout, returns) -> None:
         """``critic_warmup_epochs`` value-only passes over the first rollout, so the first
         policy update already has advantages from a critic fitted to this policy's returns."""
         cfg = self.config
@@ -624,8 +626,10 @@ class PPOTrainer:
             order = torch.randperm(len(rollout.prompts), generator=self.generator)
             for mb in order.split(cfg.mini_batch_size):
                 part = rollout.select(mb)
-                vf_loss, _ = clipped_value_loss(self._values(part), old_values[mb], returns[mb],
-                                                rollout.mask[mb], cfg.cliprange_value)  # fmt: skip
+                # unclipped: the clip keeps each update near the values that sampled the rollout,
+                # but here the critic should travel as far as the returns need
+                error = self._values(part) - returns[mb]
+                vf_loss = 0.5 * masked_mean(error**2, rollout.mask[mb])
                 self._optimise(vf_loss, f"(critic warm-up, value loss {vf_loss.item():.4g})")
 
     def _optimise(self, loss: torch.Tensor, parts: str) -> None:
@@ -668,7 +672,7 @@ class PPOTrainer:
         # 4. Advantages by GAE, whitened over the real tokens.
         advantages, returns = compute_gae(rewards, values, cfg.gamma, cfg.lam, mask)
         if cfg.critic_warmup_epochs and not self.history:  # fit the critic first, then re-estimate
-            self._warm_up_critic(rollout, values, returns)
+            self._warm_up_critic(rollout, returns)
             with torch.no_grad():
                 values = self._values(rollout)
             advantages, returns = compute_gae(rewards, values, cfg.gamma, cfg.lam, mask)

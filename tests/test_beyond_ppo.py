@@ -122,3 +122,13 @@ def test_gold_vs_kl_figure_has_one_curve_per_method_and_checks_input():
         gold_vs_kl_figure([])
     with pytest.raises(ValueError, match="'gold' or 'proxy'"):
         gold_vs_kl_figure(runs, y="kl")
+
+
+def test_chapter_6s_ppo_run_is_chapter_5s_default_run():
+    from dataclasses import asdict
+
+    from rlhf_lib.beyond_ppo import _ppo_run_config
+    from rlhf_lib.rlhf_run import RLHFRunConfig
+
+    # the same config, so the same cached stage: chapter 6 never trains PPO a second time
+    assert asdict(_ppo_run_config(MethodRunConfig(method="ppo"))) == asdict(RLHFRunConfig())

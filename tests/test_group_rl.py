@@ -59,7 +59,7 @@ def test_group_methods_learn_a_toy_reward(tokenizer, estimator):
     assert end > 1.3 * start, (start, end)
 
 
-def test_rloo_reward_carries_the_kl_and_grpo_does_not(tokenizer):
+def test_each_logged_reward_carries_its_methods_kl_term(tokenizer):
     for estimator in ("rloo", "grpo"):
         trainer = make_trainer(tokenizer, estimator, kl_coef=0.5, learning_rate=3e-3)
         history = trainer.train(progress=False)
@@ -67,14 +67,15 @@ def test_rloo_reward_carries_the_kl_and_grpo_does_not(tokenizer):
         gap = last["objective/scores"] - last["objective/rlhf_reward"]
         if estimator == "rloo":  # reward = score − β·Σ k1: the gap is β times the logged KL
             assert gap == pytest.approx(0.5 * last["objective/kl"], rel=1e-4, abs=1e-6)
-        else:
-            assert gap == 0.0
+        else:  # GRPO's KL term is k3 (never negative), in its loss: logged beside the score
+            assert gap > 0 and gap != pytest.approx(0.5 * last["objective/kl"], rel=1e-3)
 
 
 @pytest.mark.parametrize(
     "overrides, match",
     [({"group_size": 1}, "group_size >= 2"), ({"group_size": 3}, "whole groups"),
-     ({"estimator": "ppo"}, "estimator")],
+     ({"estimator": "ppo"}, "estimator"), ({"value_model": "shared"}, "trains no value model"),
+     ({"critic_warmup_epochs": 2}, "trains no value model")],
 )  # fmt: skip
 def test_impossible_group_configs_are_refused(overrides, match):
     with pytest.raises(ConfigError, match=match):

@@ -634,3 +634,11 @@ def test_implementation_targets_compare_the_same_algorithm():
     unequal = perf.implementation_targets(
         methods_report(*base, method("rloo_ours", 0.45, 0.01, samples=1920)))  # fmt: skip
     assert unequal["rloo_impl"]["status"] == "not tested"
+
+
+def test_implementation_sentence_pairs_each_algorithm_with_its_twin():
+    pair = methods_report(method("rloo", 0.45, 0.002), method("rloo_ours", 0.50, 0.003))
+    sentence = perf.implementation_sentence(pair)
+    assert sentence.startswith("our RLOO gained +0.300 gold") and "1.50× TRL's" in sentence
+    assert "GRPO" not in sentence  # no pair of GRPO runs: nothing said about it
+    assert perf.implementation_sentence(methods_report()) == ""

@@ -117,3 +117,64 @@ def test_same_seed_same_history(tokenizer):
         return [{k: v for k, v in h.items() if not k.startswith("time/")} for h in history]
 
     assert run() == run()
+
+
+def test_value_head_on_the_policy_trunk_needs_no_value_model(tokenizer):
+    config = PPOConfig(total_steps=2, batch_size=8, mini_batch_size=4, max_new_tokens=8,
+                       value_model="shared")  # fmt: skip
+    policy, ref, value = tiny_models(tokenizer)
+    with pytest.raises(ValueError, match="pass value_model=None"):
+        PPOTrainer(config, policy, ref, value, tokenizer, PROMPTS, count_letter_e)
+    trainer = PPOTrainer(config, policy, ref, None, tokenizer, PROMPTS, count_letter_e)
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert {id(p) for p in trainer.value_head.parameters()} <= optimised
+    first = trainer.step()
+    assert first["val/explained_variance"] == pytest.approx(0.0, abs=1e-6)  # the head starts at 0
+    trainer.step()
+    assert trainer.value_head.weight.abs().sum() > 0  # the value loss trained it
+
+
+def test_values_train_in_the_first_value_epochs_only(tokenizer):
+    trainer = make_trainer(tokenizer, value_epochs=1)
+    stats = {}
+    update = trainer._update
+
+    def spy(*args):
+        stats.update(update(*args))
+        return stats
+
+    trainer._update = spy
+    trainer.step()
+    assert len(stats["pg_loss"]) == 4 * 2 and len(stats["vf_loss"]) == 2  # 4 epochs of 2 batches
+
+
+def test_a_warmed_up_critic_explains_more_of_the_first_rollout(tokenizer):
+    cold, warm = make_trainer(tokenizer), make_trainer(tokenizer, critic_warmup_epochs=20)
+    cold_ev = cold.step()["val/explained_variance"]
+    assert warm.step()["val/explained_variance"] > cold_ev
+
+
+def test_value_model_choices_are_checked():
+    with pytest.raises(ValueError, match="value_model"):
+        PPOConfig(value_model="tiny")
+    with pytest.raises(ValueError, match="Use one or the other"):
+        PPOConfig(value_model="shared", critic_layers=1)
+
+
+def test_critic_is_the_reward_model_cut_to_its_first_blocks(tokenizer):
+    from rlhf_lib.checks import ConfigError
+    from rlhf_lib.rlhf_run import critic
+
+    config = tiny_gpt2_config(tokenizer, n_positions=32, num_labels=1)
+    config.n_layer = 2
+    reward_model = GPT2ForSequenceClassification(config)
+    cut = critic(reward_model, PPOConfig(critic_layers=1))
+    assert len(cut.transformer.h) == 1 and len(reward_model.transformer.h) == 2
+    first, original = (
+        cut.transformer.h[0].mlp.c_fc.weight,
+        reward_model.transformer.h[0].mlp.c_fc.weight,
+    )
+    assert torch.equal(first, original) and first is not original  # a copy of the first block
+    assert critic(reward_model, PPOConfig(value_model="shared")) is None
+    with pytest.raises(ConfigError, match="only 2 blocks"):
+        critic(reward_model, PPOConfig(critic_layers=3))
