@@ -15,10 +15,10 @@
 Sampling (:mod:`rlhf_lib.rollout`), scoring, the missing-EOS penalty, minibatches, the optimiser,
 the gradient clipping and the NaN guard are PPO's, so a comparison of PPO, our RLOO and our GRPO
 changes only what the chapter says it changes. PPO's ``gamma``, ``lam``, ``vf_coef``,
-``cliprange_value``, ``kl_estimator`` and ``entropy_coef`` play no part here, and the value-model
-fields (``value_model``, ``critic_layers``, ``value_epochs``, ``critic_warmup_epochs``) must stay
-at their defaults. The minibatches are reshuffled on every pass over a rollout, as our PPO does;
-TRL's trainers split each rollout once and reuse those minibatches for every pass.
+``cliprange_value``, ``kl_estimator``, ``entropy_coef`` and ``critic_layers`` play no part here,
+and the other value-model fields (``value_model``, ``value_epochs``, ``critic_warmup_epochs``)
+must stay at their defaults. The minibatches are reshuffled on every pass over a rollout, as our
+PPO does; TRL's trainers split each rollout once and reuse those minibatches for every pass.
 """
 
 from __future__ import annotations
@@ -62,13 +62,12 @@ class GroupConfig(PPOConfig):
             )
         checks.multiple_of(self, "batch_size", "group_size",
                            "a rollout holds whole groups of completions of one prompt")  # fmt: skip
-        critic = (self.value_model, self.critic_layers, self.value_epochs,
-                  self.critic_warmup_epochs)  # fmt: skip
-        if critic != ("separate", None, None, 0):
+        critic = (self.value_model, self.value_epochs, self.critic_warmup_epochs)
+        if critic != ("separate", None, 0):
             raise checks.ConfigError(
                 f"GroupConfig trains no value model ({self.estimator}'s baseline is the group), "
-                "so value_model, critic_layers, value_epochs and critic_warmup_epochs must stay "
-                "at their defaults."
+                "so value_model, value_epochs and critic_warmup_epochs must stay at their "
+                "defaults."
             )
 
 

@@ -64,8 +64,8 @@ METHOD_FIELDS = (
 SPREAD_FIELDS = ("seeds", "gold_gain_std", "final_kl_std")
 BINDER_FIELDS = ("twin", "peak_server_and_kernel_mb", "server_and_idle_kernel_mb")
 VALUE_FIELDS = ("candidate", "seeds", "gold_gain", "gold_gain_ci95", "final_kl",
-                "train_cpu_seconds", "gold_gain_per_cpu_second", "gold_gain_per_cpu_second_ci95",
-                "explained_variance_last_5")  # fmt: skip
+                "train_cpu_seconds", "train_cpu_seconds_ci95", "gold_gain_per_cpu_second",
+                "gold_gain_per_cpu_second_ci95", "explained_variance_last_5")  # fmt: skip
 # The fields above that hold a measurement: a finite number. A NaN would sort and compare as if
 # it were one (a NaN gain is "the largest" to sorted()), and a string fails deep in pandas.
 NUMBER_FIELDS = {
@@ -732,8 +732,38 @@ def value_models_verdict(report: dict) -> str:
                    "separate critic's with all its blocks, "
                    + ("and their 95% intervals do not overlap" if apart else
                       "but their 95% intervals overlap: with these seeds the two do not differ "
-                      "beyond noise"))  # fmt: skip
+                      "beyond noise in that ratio"))  # fmt: skip
+        verdict += (f". It gained {best['gold_gain']:+.3f} ± {best['gold_gain_ci95']:.3f} gold "
+                    f"in {best['train_cpu_seconds']:.1f} ± {best['train_cpu_seconds_ci95']:.1f} "
+                    f"CPU-s, against {reference['gold_gain']:+.3f} ± "
+                    f"{reference['gold_gain_ci95']:.3f} in {reference['train_cpu_seconds']:.1f} ± "
+                    f"{reference['train_cpu_seconds_ci95']:.1f}")  # fmt: skip
     return verdict + f". PPOConfig's default value model is: {default}"
+
+
+def critic_choice_sentence(report: dict) -> str:
+    """The default critic (PPOConfig's ``critic_layers``) against the whole separate critic, from
+    ``value_models.json``: gold gain and training CPU-seconds, each with its 95% interval."""
+    from rlhf_lib.ppo import PPOConfig
+
+    entries = {c["candidate"]: c for c in _entries(report, "candidates", VALUE_FIELDS,
+                                                  "value_models")}  # fmt: skip
+    reference = next(iter(entries.values()))
+    defaults = PPOConfig()
+    chosen = next((c for c in entries.values() if all(getattr(defaults, k) == v
+                                                       for k, v in c.get("config", {}).items())),
+                  None)  # fmt: skip
+    if chosen is None or chosen is reference:
+        return "the benchmark has no row for the default critic apart from the whole one"
+    share = chosen["train_cpu_seconds"] / reference["train_cpu_seconds"]
+    return (
+        f'over {len(chosen["seeds"])} seeds the default ("{chosen["candidate"]}") gained '
+        f"{chosen['gold_gain']:+.3f} ± {chosen['gold_gain_ci95']:.3f} gold against "
+        f"{reference['gold_gain']:+.3f} ± {reference['gold_gain_ci95']:.3f} for the whole "
+        f"critic, in {share:.0%} of its training CPU-seconds "
+        f"({chosen['train_cpu_seconds']:.1f} ± {chosen['train_cpu_seconds_ci95']:.1f} against "
+        f"{reference['train_cpu_seconds']:.1f} ± {reference['train_cpu_seconds_ci95']:.1f})"
+    )
 
 
 def implementation_sentence(report: dict) -> str:

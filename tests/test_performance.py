@@ -642,3 +642,34 @@ def test_implementation_sentence_pairs_each_algorithm_with_its_twin():
     assert sentence.startswith("our RLOO gained +0.300 gold") and "1.50× TRL's" in sentence
     assert "GRPO" not in sentence  # no pair of GRPO runs: nothing said about it
     assert perf.implementation_sentence(methods_report()) == ""
+
+
+def value_report(*rows):
+    def row(name, config, gain, cpu, rate_ci):
+        return {"candidate": name, "config": config, "seeds": [0, 1, 2], "gold_gain": gain,
+                "gold_gain_ci95": 0.05, "final_kl": 4.0, "train_cpu_seconds": cpu,
+                "train_cpu_seconds_ci95": 3.0, "gold_gain_per_cpu_second": gain / cpu,
+                "gold_gain_per_cpu_second_ci95": rate_ci,
+                "explained_variance_last_5": 0.3}  # fmt: skip
+
+    return {"candidates": [row(*r) for r in rows]}
+
+
+def test_value_model_verdicts_follow_the_numbers():
+    from rlhf_lib.ppo import PPOConfig
+
+    default = {"critic_layers": PPOConfig().critic_layers, "value_model": "separate"}
+    other = {"critic_layers": None if default["critic_layers"] else 1, "value_model": "separate"}
+    report = value_report(
+        ("whole", other, 0.30, 60.0, 0.0002), ("cut", default, 0.30, 40.0, 0.0002)
+    )
+    table = perf.value_models_table(report)
+    assert list(table.index) == ["whole", "cut"]
+    verdict = perf.value_models_verdict(report)
+    assert verdict.startswith("cut gained the most gold per CPU-second, 1.50×")
+    assert "do not overlap" in verdict and verdict.endswith("default value model is: cut")
+    assert "in 67% of its training CPU-seconds" in perf.critic_choice_sentence(report)
+    noisy = value_report(("whole", other, 0.30, 60.0, 0.004), ("cut", default, 0.30, 40.0, 0.004))
+    assert "overlap: with these seeds" in perf.value_models_verdict(noisy)
+    alone = value_report(("whole", default, 0.30, 60.0, 0.001), ("cut", other, 0.20, 40.0, 0.001))
+    assert perf.value_models_verdict(alone).startswith("the separate critic with all its blocks")

@@ -158,7 +158,7 @@ def test_value_model_choices_are_checked():
     with pytest.raises(ValueError, match="value_model"):
         PPOConfig(value_model="tiny")
     with pytest.raises(ValueError, match="Use one or the other"):
-        PPOConfig(value_model="shared", critic_layers=1)
+        PPOConfig(value_model="shared", critic_warmup_epochs=2)
 
 
 def test_critic_is_the_reward_model_cut_to_its_first_blocks(tokenizer):
