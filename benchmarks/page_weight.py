@@ -130,7 +130,10 @@ def git_state() -> dict:
     def git(*args):
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
 
-    changed = git("status", "--porcelain").splitlines()
+    # results files (of an earlier benchmark in the same run) change nothing a benchmark measures
+    changed = [
+        c for c in git("status", "--porcelain").splitlines() if "benchmarks/results/" not in c
+    ]
     return {
         "commit": git("rev-parse", "HEAD").strip() or None,
         "dirty": bool(changed),

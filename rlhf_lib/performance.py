@@ -1009,7 +1009,10 @@ def commit_line(report: dict, name: str, root: str | Path | None = None) -> str:
     the file to the repository is the closest the history can tell."""
     git = report.get("git") or {}
     if git.get("commit"):
-        changes = " with uncommitted changes" if git.get("dirty") else ""
+        # results files written by an earlier benchmark of the same run change nothing measured
+        code = [c for c in git.get("changed", []) if "benchmarks/results/" not in c]
+        dirty = git.get("dirty") and (code or "changed" not in git)
+        changes = " with uncommitted changes" if dirty else ""
         return f"The benchmark measured commit {git['commit'][:10]}{changes}."
     found = results_commit(name, root)
     if found is None:

@@ -587,6 +587,9 @@ def test_commit_line_names_the_measured_commit(tmp_path):
     recorded = {"git": {"commit": "3b4b695ccb5a5e8917dda6cd05f92d1b3323f3cc", "dirty": True}}
     line = perf.commit_line(recorded, "page_weight", tmp_path)
     assert line == "The benchmark measured commit 3b4b695ccb with uncommitted changes."
+    results_only = {"git": {"commit": "3b4b695ccb5a5e8917dda6cd05f92d1b3323f3cc", "dirty": True,
+                            "changed": [" M benchmarks/results/frontier.json"]}}  # fmt: skip
+    assert perf.commit_line(results_only, "rl_vs_trl", tmp_path).endswith("3b4b695ccb.")
     # No git record and no repository: the sentence says the commit is unknown.
     assert perf.results_commit("book_execution", tmp_path) is None
     assert "does not record" in perf.commit_line({}, "book_execution", tmp_path)
