@@ -129,13 +129,7 @@ class GroupTrainer(PPOTrainer):
             "response/length": mask.sum(1).mean().item(),
             "lr": self.optimizer.param_groups[0]["lr"],
         }
-        if gold is not None:
-            metrics["gold/score"] = float(gold.mean())
-        if self.kl_controller is not None:
-            self.kl_controller.update(mean_kl, len(rollout.prompts))
-        metrics["time/step_seconds"] = time.perf_counter() - started
-        self.history.append(metrics)
-        return metrics
+        return self._record(metrics, gold, mean_kl, len(rollout.prompts), started)
 
     def _update_group(self, rollout: Rollout, old_logprobs, ref_logprobs,
                       advantages) -> dict[str, list[float]]:  # fmt: skip

@@ -635,6 +635,17 @@ class PPOTrainer:
                 vf_loss = 0.5 * masked_mean(error**2, rollout.mask[mb])
                 self._optimise(vf_loss, f"(critic warm-up, value loss {vf_loss.item():.4g})")
 
+    def _record(self, metrics: dict, gold, mean_kl: float, n_samples: int, started: float) -> dict:
+        """Finish a step's metrics (gold score, step time), adapt β if a KL target is set, and
+        keep them in ``history``."""
+        if gold is not None:
+            metrics["gold/score"] = float(gold.mean())
+        if self.kl_controller is not None:
+            self.kl_controller.update(mean_kl, n_samples)
+        metrics["time/step_seconds"] = time.perf_counter() - started
+        self.history.append(metrics)
+        return metrics
+
     def _optimise(self, loss: torch.Tensor, parts: str) -> None:
         """One optimiser step on ``loss`` with the gradient norm clipped; a non-finite loss or
         gradient stops the run before the step."""
@@ -711,13 +722,7 @@ class PPOTrainer:
             "response/length": mask.sum(1).mean().item(),
             "lr": self.optimizer.param_groups[0]["lr"],
         }
-        if gold is not None:
-            metrics["gold/score"] = float(gold.mean())
-        if self.kl_controller is not None:
-            self.kl_controller.update(mean_kl, len(rollout.prompts))
-        metrics["time/step_seconds"] = time.perf_counter() - started
-        self.history.append(metrics)
-        return metrics
+        return self._record(metrics, gold, mean_kl, len(rollout.prompts), started)
 
     @torch.no_grad()
     def _scores(self, function, name: str, texts: list[str], dtype) -> torch.Tensor:
