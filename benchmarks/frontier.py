@@ -23,7 +23,6 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -40,8 +39,8 @@ def main() -> int:
 
     from rlhf_lib import setup_notebook
     from rlhf_lib.best_of_n import BestOfNConfig, best_of_n_run
-    from rlhf_lib.beyond_ppo import MethodRunConfig, train_method
-    from rlhf_lib.frontier import SWEEP, family
+    from rlhf_lib.beyond_ppo import MethodRunConfig, flat_settings, train_method
+    from rlhf_lib.frontier import SWEEP, family, method_config
     from rlhf_lib.preferences import preferences_path
     from rlhf_lib.reward_model import load_reward_model
     from rlhf_lib.sft import load_sft_model
@@ -55,7 +54,7 @@ def main() -> int:
     started = time.perf_counter()
     runs = []
     for setting in SWEEP:
-        config = replace(base, **setting)
+        config = method_config(setting, base)  # its beta is ppo.kl_coef
         print(f"[frontier] {setting} ...", flush=True)
         wall = time.perf_counter()
         with tempfile.TemporaryDirectory() as folder:
@@ -82,7 +81,7 @@ def main() -> int:
         "git": measured,
         "command": "python benchmarks/frontier.py",
         "sweep_wall_seconds": time.perf_counter() - started,
-        "budget": {k: v for k, v in asdict(base).items() if k not in ("sft", "reward_model")},
+        "budget": flat_settings(base),
         "runs": runs,
         "best_of_n": bon,
     }

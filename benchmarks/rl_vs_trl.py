@@ -15,19 +15,16 @@ One run of RL is one draw: each method runs with several seeds, and the report g
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import json
-import os
 import resource
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from book_execution import machine  # noqa: E402  (cores, CPU model, memory, versions)
+import _runs  # noqa: E402  (a fresh process per run, the summary's statistics, the report)
+from _runs import ci95_half_width  # noqa: E402
 from page_weight import git_state  # noqa: E402  (the commit measured)
 
 
@@ -35,9 +32,10 @@ def run_one(method: str, seed: int, out: Path) -> None:
     """Train ``method`` (in this process) and write its measured figures to ``out``."""
     from rlhf_lib import setup_notebook
     from rlhf_lib.beyond_ppo import MethodRunConfig, train_method
+    from rlhf_lib.ppo import PPOConfig
 
     setup_notebook(seed=seed, plotly=False)
-    config = MethodRunConfig(method=method, seed=seed)
+    config = MethodRunConfig(method=method, ppo=PPOConfig(seed=seed))
     with tempfile.TemporaryDirectory() as folder:
         record = train_method(config, folder, reuse_chapter_5=False)  # timed here, not cached
     start, final = record["checkpoints"][0], record["checkpoints"][-1]
@@ -71,31 +69,6 @@ AVERAGED = ("gold_start", "gold_final", "gold_gain", "proxy_start", "proxy_final
             "gold_gain_per_cpu_second", "peak_rss_mb")  # fmt: skip
 
 
-def ci95_half_width(values) -> float:
-    """Half the width of the 95% confidence interval of the mean of ``values`` (Student's t with
-    n − 1 degrees of freedom): the mean ± this covers the mean a rerun tends to, 19 times in 20.
-    NaN for a single value."""
-    import numpy as np
-
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return float("nan")
-    return float(t_975(len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-
-
-# Student's t 97.5% quantile for 1-10 degrees of freedom (any statistics table)
-T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
-
-
-def t_975(df: int) -> float:
-    """Student's t 97.5% quantile: the table up to 10 degrees of freedom, then the
-    Cornish-Fisher expansion around the normal's 1.960 (within 0.001 of the exact value)."""
-    if df <= len(T_975):
-        return T_975[df - 1]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
 def summarise(runs: list[dict]) -> dict:
     """One method's seeds: the mean of each figure, the spread of gold gain and KL, the mean
     curve (checkpoints are at the same sample counts for every seed) and every seed's figures."""
@@ -105,7 +78,7 @@ def summarise(runs: list[dict]) -> dict:
     summary = {"method": first["method"], "samples": first["samples"],
                "generates_samples": first["generates_samples"],
                "seeds": [r["seed"] for r in runs]}  # fmt: skip
-    summary |= {key: float(np.mean([r[key] for r in runs])) for key in AVERAGED}
+    summary |= _runs.means(runs, AVERAGED)
     summary["gold_gain_std"] = float(np.std([r["gold_gain"] for r in runs]))
     summary["final_kl_std"] = float(np.std([r["final_kl"] for r in runs]))
     for key in ("gold_gain", "final_kl", "gold_gain_per_cpu_second", "train_cpu_seconds"):
@@ -121,22 +94,17 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "results/rl_vs_trl.json"))
+    parser = _runs.parser(__doc__, ROOT / "results/rl_vs_trl.json", [0, 1, 2, 3, 4])
     parser.add_argument(
         "--methods", nargs="+", default=["ppo", "rloo_ours", "grpo_ours", "rloo", "grpo", "dpo"]
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one method here
     args = parser.parse_args()
     if args.one:
         run_one(args.one, args.seeds[0], Path(args.out))
         return 0
     measured = git_state()  # the code checked out when the run starts is the code it measures
 
-    from dataclasses import asdict
-
-    from rlhf_lib.beyond_ppo import MethodRunConfig
+    from rlhf_lib.beyond_ppo import MethodRunConfig, flat_settings
     from rlhf_lib.preferences import preferences_path
     from rlhf_lib.reward_model import reward_model_path
     from rlhf_lib.sft import sft_model_path
@@ -144,38 +112,13 @@ def main() -> int:
     config = MethodRunConfig()
     sft_model_path(config.sft), reward_model_path(config.reward_model)  # build before timing
     preferences_path(config.reward_model.preferences)
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for method in args.methods:
-            runs = []
-            for seed in args.seeds:
-                out = Path(tmp) / f"{method}-{seed}.json"
-                print(f"[rl_vs_trl] training {method}, seed {seed} ...", flush=True)
-                env = {**os.environ, "RLHF_BOOK_BUILD": "1"}  # one summary line per progress bar
-                subprocess.run([sys.executable, __file__, "--one", method, "--seeds", str(seed),
-                                "--out", str(out)], check=True, env=env)  # fmt: skip
-                runs.append(json.loads(out.read_text()))
-                r = runs[-1]
-                print(f"[rl_vs_trl] {method} seed {seed}: gold {r['gold_start']:.3f} -> "
-                      f"{r['gold_final']:.3f}, KL {r['final_kl']:.2f}, "
-                      f"{r['train_wall_seconds']:.1f} s wall, {r['train_cpu_seconds']:.1f} s CPU, "
-                      f"peak {r['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
-            results.append(summarise(runs))
-    report = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "git": measured,
-        "command": "python benchmarks/rl_vs_trl.py",
-        "budget": {
-            k: v
-            for k, v in asdict(config).items()
-            if k not in ("sft", "reward_model", "method", "seed")
-        },
-        "methods": results,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"[rl_vs_trl] wrote {args.out}")
+    runs = _runs.in_fresh_processes(__file__, args.methods, args.seeds, "rl_vs_trl", lambda r: (
+        f"gold {r['gold_start']:.3f} -> {r['gold_final']:.3f}, KL {r['final_kl']:.2f}, "
+        f"{r['train_wall_seconds']:.1f} s wall, {r['train_cpu_seconds']:.1f} s CPU, "
+        f"peak {r['peak_rss_mb']:.0f} MB"))  # fmt: skip
+    budget = {k: v for k, v in flat_settings(config).items() if k not in ("method", "ppo.seed")}
+    _runs.write_report(args.out, "rl_vs_trl", measured, budget=budget,
+                       methods=[summarise(r) for r in runs])  # fmt: skip
     return 0
 
 

@@ -13,20 +13,15 @@ report gives the mean over seeds, the spread and a 95% confidence interval.
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import json
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from book_execution import machine  # noqa: E402  (cores, CPU model, memory, versions)
+import _runs  # noqa: E402  (a fresh process per run, the summary's statistics, the report)
+from _runs import ci95_half_width  # noqa: E402
 from page_weight import git_state  # noqa: E402  (the commit measured)
-from rl_vs_trl import ci95_half_width  # noqa: E402
 
 # Each candidate names every value-model field, so its row does not depend on PPOConfig's defaults.
 SEPARATE = {"value_model": "separate", "critic_layers": None, "value_epochs": None,
@@ -73,7 +68,7 @@ def summarise(runs: list[dict]) -> dict:
 
     summary = {"candidate": runs[0]["candidate"], "config": CANDIDATES[runs[0]["candidate"]],
                "seeds": [r["seed"] for r in runs]}  # fmt: skip
-    summary |= {key: float(np.mean([r[key] for r in runs])) for key in AVERAGED}
+    summary |= _runs.means(runs, AVERAGED)
     for key in ("gold_gain", "gold_gain_per_cpu_second", "train_cpu_seconds"):
         summary[f"{key}_std"] = float(np.std([r[key] for r in runs], ddof=1))
         summary[f"{key}_ci95"] = ci95_half_width([r[key] for r in runs])
@@ -82,11 +77,7 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "results/value_models.json"))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one candidate here
-    args = parser.parse_args()
+    args = _runs.parser(__doc__, ROOT / "results/value_models.json", [0, 1, 2]).parse_args()
     if args.one:
         run_one(args.one, args.seeds[0], Path(args.out))
         return 0
@@ -98,34 +89,11 @@ def main() -> int:
 
     config = RLHFRunConfig()
     sft_model_path(config.sft), reward_model_path(config.reward_model)  # built before any clock
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in CANDIDATES:
-            runs = []
-            for seed in args.seeds:
-                out = Path(tmp) / "run.json"
-                print(f"[value_models] {name}, seed {seed} ...", flush=True)
-                env = {**os.environ, "RLHF_BOOK_BUILD": "1"}  # one summary line per progress bar
-                subprocess.run([sys.executable, __file__, "--one", name, "--seeds", str(seed),
-                                "--out", str(out)], check=True, env=env)  # fmt: skip
-                runs.append(json.loads(out.read_text()))
-                r = runs[-1]
-                print(
-                    f"[value_models] gold {r['gold_start']:.3f} -> {r['gold_final']:.3f}, "
-                    f"KL {r['final_kl']:.2f}, {r['train_cpu_seconds']:.1f} CPU-s",
-                    flush=True,
-                )
-            results.append(summarise(runs))
-    report = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "git": measured,
-        "command": "python benchmarks/value_models.py",
-        "candidates": results,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"[value_models] wrote {args.out}")
+    runs = _runs.in_fresh_processes(__file__, CANDIDATES, args.seeds, "value_models", lambda r: (
+        f"gold {r['gold_start']:.3f} -> {r['gold_final']:.3f}, KL {r['final_kl']:.2f}, "
+        f"{r['train_cpu_seconds']:.1f} CPU-s"))  # fmt: skip
+    _runs.write_report(args.out, "value_models", measured,
+                       candidates=[summarise(r) for r in runs])  # fmt: skip
     return 0
 
 

@@ -12,19 +12,21 @@ Every method starts from the same SFT policy (chapter 3) and keeps it as the fro
   chapter 4's labelled pairs directly (the first ``n_samples / 2`` of them, one pass: as many
   completions as the online methods sample).
 
-The online methods (PPO, GRPO, RLOO) get the same budget: ``n_samples`` completions of the same
-training prompts, scored by the same reward model (chapter 4), with the same KL coefficient, the
-same learning rate and the same number of gradient steps per rollout. The hidden gold preference is
-logged beside the proxy reward (as a zero-weight reward function, so the TRL trainers never train
-on it). At evenly spaced checkpoints one function, :func:`evaluate_policy`, measures every policy
-the same way on held-out prompts: proxy reward, gold score and KL to the SFT policy.
+The online methods (PPO, GRPO, RLOO) get the same budget, one :class:`~rlhf_lib.ppo.PPOConfig`
+(``MethodRunConfig.ppo``): ``n_samples`` completions of the same training prompts, scored by the
+same reward model (chapter 4), with the same KL coefficient, the same learning rate and the same
+number of gradient steps per rollout; :func:`trl_arguments` turns it into TRL's arguments. The
+hidden gold preference is logged beside the proxy reward (as a zero-weight reward function, so the
+TRL trainers never train on it). At evenly spaced checkpoints one function,
+:func:`evaluate_policy`, measures every policy the same way on held-out prompts: proxy reward,
+gold score and KL to the SFT policy.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -58,25 +60,60 @@ RECORD = "record.json"
 METHODS = ("ppo", "grpo", "rloo", "dpo")
 OURS = ("rloo_ours", "grpo_ours")  # our RLOO and GRPO (rlhf_lib.group_rl), beside TRL's
 ONLINE = ("ppo", "grpo", "rloo")  # the methods that sample from the policy while training
+TRL_ONLINE = ("grpo", "rloo")  # TRL's online trainers
+GROUPED = (*TRL_ONLINE, *OURS)  # the methods whose baseline is a group of completions of a prompt
 DPO_LABELS = ("annotators", "gold")
+
+
+# Which fields of ``MethodRunConfig.ppo`` (a :class:`~rlhf_lib.ppo.PPOConfig`) each method reads.
+# The budget reaches every method: DPO reads n_samples / 2 pairs (total_steps × batch_size / 2) once
+# in minibatches, with the same optimiser settings and seed. The online methods add the sampling,
+# the KL coefficient, the clip range and the missing-EOS penalty. Our RLOO and GRPO run on PPO's
+# loop, so they also adapt β towards target_kl as PPO does; TRL's keep β fixed. The rest of
+# PPOConfig (GAE, the value model, PPO's KL estimator, the entropy bonus) changes PPO alone.
+_OPTIMISER = ("total_steps", "batch_size", "mini_batch_size", "learning_rate", "max_grad_norm",
+              "weight_decay", "seed")  # fmt: skip
+_ONLINE = (*_OPTIMISER, "ppo_epochs", "max_new_tokens", "temperature", "kl_coef",
+           "missing_eos_penalty", "cliprange")  # fmt: skip
+PPO_FIELDS_READ = {
+    "ppo": tuple(f.name for f in fields(PPOConfig)),
+    "grpo": _ONLINE,
+    "rloo": _ONLINE,
+    "dpo": _OPTIMISER,
+    "rloo_ours": (*_ONLINE, "target_kl", "kl_horizon"),
+    "grpo_ours": (*_ONLINE, "target_kl", "kl_horizon"),
+}
 
 
 @dataclass
 class MethodRunConfig:
-    """One run of one method; its hash names the cached stage. The defaults give every online
-    method chapter 5's budget: 30 rollouts of 32 completions, 4 passes over each in minibatches
-    of 8, learning rate 1e-4, β = 0.05."""
+    """One run of one method; its hash names the cached stage.
+
+    ``ppo`` is the one source of the budget every method shares, in
+    :class:`~rlhf_lib.ppo.PPOConfig`'s names; at its defaults every method gets chapter 5's
+    budget: ``total_steps`` = 30 rollouts of ``batch_size`` = 32 completions (960 in all), split
+    into minibatches of ``mini_batch_size`` = 8 for ``ppo_epochs`` = 4 passes each, learning rate
+    1e-4, ``kl_coef`` = β = 0.05. What each method reads of it (:data:`PPO_FIELDS_READ`):
+
+    - ``ppo``, our PPO: all of it (it is chapter 5's run, :func:`_ppo_run_config`);
+    - ``rloo_ours`` and ``grpo_ours``, our RLOO and GRPO (:mod:`rlhf_lib.group_rl`): the budget,
+      ``max_new_tokens``, ``temperature``, ``kl_coef`` (and ``target_kl``, ``kl_horizon``),
+      ``missing_eos_penalty``, ``cliprange``, ``max_grad_norm``, ``weight_decay`` and ``seed``;
+      the value-model fields must stay at their defaults;
+    - ``grpo`` and ``rloo``, TRL's: the same but a fixed β (no ``target_kl``), every one turned
+      into TRL's arguments by one function, :func:`trl_arguments`;
+    - ``dpo``, TRL's: ``n_samples / 2`` pairs (``total_steps × batch_size / 2``), read once in
+      minibatches of ``mini_batch_size``, and the optimiser's fields (:func:`trl_arguments`).
+
+    PPO's own fields (``gamma``, ``lam``, ``vf_coef``, ``cliprange_value``, ``kl_estimator``,
+    ``entropy_coef``, ``value_model``, ``critic_layers``, ``value_epochs``,
+    ``critic_warmup_epochs``) do not affect the other methods. ``group_size`` is GRPO's and
+    RLOO's: a rollout of ``ppo.batch_size`` completions holds ``batch_size / group_size`` prompts.
+    """
 
     method: str = "grpo"
-    n_samples: int = 960  # completions generated while training (PPO: 30 steps × 32)
-    rollout_size: int = 32  # completions per rollout
+    ppo: PPOConfig = field(default_factory=PPOConfig)  # the shared budget: see above
     group_size: int = 4  # GRPO/RLOO: completions per prompt (a rollout holds 8 prompts × 4)
-    mini_batch_size: int = 8  # completions per gradient step
-    epochs: int = 4  # passes over each rollout (PPO's ppo_epochs, TRL's num_iterations)
-    learning_rate: float = 1e-4
-    beta: float = 0.05  # KL coefficient (DPO's β is a different quantity: dpo_beta)
-    max_new_tokens: int = 24
-    missing_eos_penalty: float = 1.0  # as PPO: a review never ended loses one reward unit
     dpo_beta: float = 0.1  # DPO's inverse temperature of the implicit reward (TRL's default)
     # who labels DPO's pairs: chapter 4's noisy annotators, or the hidden gold preference itself
     # (as the DPO paper labels its IMDb pairs with the classifier it then evaluates with)
@@ -86,45 +123,81 @@ class MethodRunConfig:
     n_eval_prompts: int = 128  # held-out prompts for the checkpoints
     eval_max_new_tokens: int = 40  # as the SFT data and chapter 4's pairs: a review is not cut
     n_checkpoints: int = 5  # evaluations after training starts (the SFT point comes free)
-    seed: int = 0
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
 
     def __post_init__(self):
         checks.one_of(self, "method", METHODS + OURS)
         checks.one_of(self, "dpo_labels", DPO_LABELS)
-        checks.ints(self, "n_samples", "rollout_size", "group_size", "mini_batch_size", "epochs",
-                    "max_new_tokens", "n_prompts", "n_eval_prompts", "eval_max_new_tokens",
+        checks.ints(self, "group_size", "n_prompts", "n_eval_prompts", "eval_max_new_tokens",
                     "n_checkpoints")  # fmt: skip
-        checks.ints(self, "prompt_seed", "seed", minimum=0)
-        checks.positive(self, "learning_rate", "dpo_beta")
-        checks.non_negative(self, "beta", "missing_eos_penalty")
+        checks.ints(self, "prompt_seed", minimum=0)
+        checks.positive(self, "dpo_beta")
+        checks.instance_of(self, "ppo", PPOConfig)  # which checks its own fields
         checks.instance_of(self, "sft", SFTStageConfig)
         checks.instance_of(self, "reward_model", RewardModelConfig)
-        if self.method in ("grpo", "rloo", *OURS) and self.group_size < 2:
+        if self.method in GROUPED:
+            if self.group_size < 2:
+                raise checks.ConfigError(
+                    f"MethodRunConfig.group_size={self.group_size} is too small for "
+                    f"{self.method}: its baseline is the other completions of the same prompt, "
+                    "so use group_size >= 2."
+                )
+            # the error names the field to change: MethodRunConfig.ppo.batch_size
+            sizes = {"ppo.batch_size": self.ppo.batch_size, "group_size": self.group_size}
+            rollout = checks.arguments("MethodRunConfig", **sizes)
+            checks.multiple_of(rollout, "ppo.batch_size", "group_size",
+                               f"a rollout of {self.method} holds whole groups of completions of "
+                               "one prompt")  # fmt: skip
+        if self.method in TRL_ONLINE and self.ppo.target_kl is not None:
             raise checks.ConfigError(
-                f"MethodRunConfig.group_size={self.group_size} is too small for {self.method}: "
-                "its baseline is the other completions of the same prompt, so use group_size >= 2."
+                f"MethodRunConfig.ppo.target_kl={self.ppo.target_kl}: TRL's {self.method} keeps "
+                "β fixed at ppo.kl_coef and cannot adapt it towards a KL target. Use "
+                f"target_kl=None, or our {self.method}_ours, which adapts β as PPO does."
             )
-        checks.multiple_of(self, "rollout_size", "mini_batch_size",
-                           "each rollout is split into equal parts")  # fmt: skip
-        checks.multiple_of(self, "rollout_size", "group_size",
-                           "a rollout holds whole groups of completions of one prompt")  # fmt: skip
-        if self.n_samples < self.rollout_size:
-            raise checks.ConfigError(
-                f"MethodRunConfig.n_samples={self.n_samples} is less than one rollout "
-                f"({self.rollout_size}): raise n_samples or lower rollout_size."
-            )
-        checks.multiple_of(self, "n_samples", "rollout_size",
-                           "every method samples whole rollouts")  # fmt: skip
+        if self.method in OURS:
+            try:  # the config _train_group runs, checked now rather than after the stages load
+                self.group_config()
+            except checks.ConfigError as err:
+                raise checks.ConfigError(
+                    f"MethodRunConfig.ppo cannot run {self.method}: {err}"
+                ) from err
+
+    @property
+    def n_samples(self) -> int:
+        """Completions the online methods generate while training (DPO reads half as many pairs)."""
+        return self.ppo.total_steps * self.ppo.batch_size
 
     @property
     def rollouts(self) -> int:
-        return self.n_samples // self.rollout_size
+        return self.ppo.total_steps
 
     @property
     def steps_per_rollout(self) -> int:
-        return self.rollout_size // self.mini_batch_size
+        """Gradient steps per pass over a rollout."""
+        return self.ppo.batch_size // self.ppo.mini_batch_size
+
+    @property
+    def seed(self) -> int:
+        return self.ppo.seed
+
+    def group_config(self):
+        """Our RLOO's or GRPO's :class:`~rlhf_lib.group_rl.GroupConfig`: ``ppo`` with this
+        method's estimator and ``group_size``."""
+        from rlhf_lib.group_rl import GroupConfig
+
+        return GroupConfig(**asdict(self.ppo), estimator=self.method.removesuffix("_ours"),
+                           group_size=self.group_size)  # fmt: skip
+
+
+def flat_settings(config: MethodRunConfig) -> dict:
+    """Every setting of a run as one flat dict for tables and reports (the stages ``sft`` and
+    ``reward_model`` left out): ``method``, ``n_samples``, ``ppo``'s fields as ``ppo.<name>``,
+    then the rest of the config's own fields."""
+    own = {f.name: getattr(config, f.name) for f in fields(config)
+           if f.name not in ("method", "ppo", "sft", "reward_model")}  # fmt: skip
+    return {"method": config.method, "n_samples": config.n_samples,
+            **{f"ppo.{k}": v for k, v in asdict(config.ppo).items()}, **own}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,12 +223,13 @@ def _proxy_and_gold_rewards(config: MethodRunConfig, checkpoints: Checkpoints, e
     """TRL reward functions: the reward model (trained on) and the gold score (weight 0: logged
     as ``rewards/gold/mean``, never trained on)."""
     reward_model, rm_tokenizer = checkpoints.reward_model, checkpoints.rm_tokenizer
+    penalty = config.ppo.missing_eos_penalty or 0.0  # None: no penalty, as PPO
 
     def proxy(prompts, completions, completion_ids, **kwargs):
         texts = [p + c for p, c in zip(prompts, completions, strict=True)]
         scores = score_texts(reward_model, rm_tokenizer, texts)
         ended = np.array([eos_token_id in ids for ids in completion_ids])
-        return (scores - config.missing_eos_penalty * ~ended).tolist()  # as PPO does
+        return (scores - penalty * ~ended).tolist()  # as PPO does
 
     def gold(prompts, completions, **kwargs):
         return gold_score([p + c for p, c in zip(prompts, completions, strict=True)])
@@ -163,19 +237,43 @@ def _proxy_and_gold_rewards(config: MethodRunConfig, checkpoints: Checkpoints, e
     return [proxy, gold]
 
 
-def _trl_common_args(config: MethodRunConfig, output_dir) -> dict:
-    return {
+def trl_arguments(config: MethodRunConfig, output_dir) -> dict:
+    """Every argument of TRL's config for ``config.method`` (``GRPOConfig``, ``RLOOConfig`` or
+    ``DPOConfig``), derived from ``config.ppo`` (and DPO's own fields): the one place where the
+    shared budget becomes TRL's."""
+    ppo = config.ppo
+    common = {
         "output_dir": str(output_dir),
-        "learning_rate": config.learning_rate,
+        "learning_rate": ppo.learning_rate,
         "lr_scheduler_type": "constant",  # as our PPO: no schedule to confound the comparison
         "warmup_steps": 0,
-        "per_device_train_batch_size": config.mini_batch_size,
+        "per_device_train_batch_size": ppo.mini_batch_size,
+        "max_grad_norm": ppo.max_grad_norm,  # TRL's defaults are PPOConfig's: 1.0 and 0.0
+        "weight_decay": ppo.weight_decay,
         "logging_steps": 1,
         "save_strategy": "no",
         "report_to": "none",
         "disable_tqdm": True,
-        "seed": config.seed,
+        "seed": ppo.seed,
         **trainer_device_args(),
+    }
+    if config.method == "dpo":  # one pass over the pairs
+        return common | {"num_train_epochs": 1, "beta": config.dpo_beta,
+                         "max_length": config.reward_model.max_length}  # fmt: skip
+    if config.method not in TRL_ONLINE:
+        raise ValueError(f"TRL does not train {config.method!r}: only {(*TRL_ONLINE, 'dpo')}.")
+    return common | {
+        # a gradient step per minibatch, ppo_epochs passes over each of total_steps rollouts
+        "max_steps": config.rollouts * config.steps_per_rollout * ppo.ppo_epochs,
+        "num_generations": config.group_size,
+        "steps_per_generation": config.steps_per_rollout,  # a rollout is batch_size completions
+        "num_iterations": ppo.ppo_epochs,
+        "max_completion_length": ppo.max_new_tokens,
+        "temperature": ppo.temperature,
+        "beta": ppo.kl_coef,
+        "epsilon": ppo.cliprange,  # TRL's default is PPOConfig's: 0.2
+        "reward_weights": [1.0, 0.0],  # the proxy reward; the gold score only logged
+        "disable_dropout": True,
     }
 
 
@@ -193,19 +291,8 @@ def _train_online_trl(config: MethodRunConfig, output_dir):
     # TRL loads the policy *and* the reference from this folder
     sft_path = local_folder(sft_model_path(config.sft), "SFT model folder")
     reference, tokenizer = load_sft_model(config.sft)
-    max_steps = config.rollouts * config.steps_per_rollout * config.epochs
-    args = config_class(
-        **_trl_common_args(config, output_dir),
-        max_steps=max_steps,
-        num_generations=config.group_size,
-        steps_per_generation=config.steps_per_rollout,
-        num_iterations=config.epochs,
-        max_completion_length=config.max_new_tokens,
-        temperature=1.0,
-        beta=config.beta,
-        reward_weights=[1.0, 0.0],
-        disable_dropout=True,
-    )
+    args = config_class(**trl_arguments(config, output_dir))
+    max_steps = args.max_steps
     prompts = review_prompts(config.n_prompts, seed=config.prompt_seed)
     checkpoints = Checkpoints(config, reference, tokenizer, max_steps,
                               config.n_samples / max_steps)  # fmt: skip
@@ -240,12 +327,7 @@ def _train_dpo(config: MethodRunConfig, output_dir):
     split = split.select(range(n_pairs))
     pairs = gold_labelled(split) if config.dpo_labels == "gold" else for_training(split)
     reference, tokenizer = load_sft_model(config.sft)
-    args = DPOConfig(
-        **_trl_common_args(config, output_dir),
-        num_train_epochs=1,
-        beta=config.dpo_beta,
-        max_length=config.reward_model.max_length,
-    )
+    args = DPOConfig(**trl_arguments(config, output_dir))
     trainer = DPOTrainer(
         model=str(local_folder(sft_model_path(config.sft), "SFT model folder")),
         args=args,
@@ -256,7 +338,7 @@ def _train_dpo(config: MethodRunConfig, output_dir):
     total_steps = len(trainer.get_train_dataloader())
     # DPO generates nothing: its "samples" are the labelled completions it read (2 per pair).
     checkpoints = Checkpoints(config, reference, tokenizer, total_steps,
-                              2 * config.mini_batch_size)  # fmt: skip
+                              2 * config.ppo.mini_batch_size)  # fmt: skip
     trainer.add_callback(_CheckpointCallback(checkpoints))
     _remove_printer(trainer)
     seconds = timed(trainer.train)
@@ -275,18 +357,9 @@ def gold_labelled(split):
     return Dataset.from_dict({"prompt": split["prompt"], "chosen": chosen, "rejected": rejected})
 
 
-def _ppo_settings(config: MethodRunConfig) -> dict:
-    """The shared budget in :class:`~rlhf_lib.ppo.PPOConfig`'s names (our PPO, RLOO and GRPO)."""
-    return {"total_steps": config.rollouts, "batch_size": config.rollout_size,
-            "mini_batch_size": config.mini_batch_size, "ppo_epochs": config.epochs,
-            "max_new_tokens": config.max_new_tokens, "kl_coef": config.beta,
-            "missing_eos_penalty": config.missing_eos_penalty,
-            "learning_rate": config.learning_rate, "seed": config.seed}  # fmt: skip
-
-
 def _ppo_run_config(config: MethodRunConfig) -> RLHFRunConfig:
     """Chapter 5's run with this budget: at the defaults, chapter 5's default run itself."""
-    return RLHFRunConfig(ppo=PPOConfig(**_ppo_settings(config)), n_prompts=config.n_prompts,
+    return RLHFRunConfig(ppo=config.ppo, n_prompts=config.n_prompts,
                          prompt_seed=config.prompt_seed, sft=config.sft,
                          reward_model=config.reward_model, n_eval_prompts=config.n_eval_prompts,
                          eval_max_new_tokens=config.eval_max_new_tokens,
@@ -298,11 +371,9 @@ def _train_group(config: MethodRunConfig, output_dir):
     our PPO; returns ``(policy, history, checkpoints, seconds)``."""
     import copy
 
-    from rlhf_lib.group_rl import GroupConfig, GroupTrainer
+    from rlhf_lib.group_rl import GroupTrainer
 
-    estimator = config.method.removesuffix("_ours")
-    group = GroupConfig(**_ppo_settings(config), estimator=estimator,
-                        group_size=config.group_size)  # fmt: skip
+    group = config.group_config()
     policy, tokenizer = load_sft_model(config.sft)
     reward_model, rm_tokenizer = load_reward_model(config.reward_model)
 
@@ -313,7 +384,7 @@ def _train_group(config: MethodRunConfig, output_dir):
     trainer = GroupTrainer(group, policy, copy.deepcopy(policy), tokenizer, prompts, reward_fn,
                            gold_score)  # fmt: skip
     checkpoints = Checkpoints(config, trainer.ref_policy, tokenizer, config.rollouts,
-                              config.rollout_size)  # fmt: skip
+                              config.ppo.batch_size)  # fmt: skip
     seconds = timed(lambda: trainer.train(after_step=checkpoints.after_step))
     return trainer.policy, trainer.history, checkpoints, seconds
 

@@ -438,6 +438,22 @@ def _check_built(folder: Path, name: str) -> None:
                 )
 
 
+@contextlib.contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Torch's deterministic kernels, where an operation has one, while a stage builds, so a
+    fresh clone rebuilds the same weights (the builds also seed their own data order). An
+    operation without one warns instead of failing; the caller's setting is restored after."""
+    import torch
+
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 def cached_stage(name: str, config, build: Callable[[Path], None], *, verbose: bool = True) -> Path:
     """Return the folder of a finished stage, building it first if needed.
 
@@ -495,7 +511,8 @@ def cached_stage(name: str, config, build: Callable[[Path], None], *, verbose: b
         started = time.perf_counter()
         _BUILDING.add(building)
         try:
-            build(tmp)
+            with deterministic_algorithms():
+                build(tmp)
             _check_built(tmp, name)
             manifest = {
                 "stage": name,

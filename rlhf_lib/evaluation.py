@@ -46,14 +46,10 @@ def evaluate_policy(policy, reference, tokenizer, prompts, reward_model, rm_toke
     """
     checks.argument("evaluate_policy", "max_new_tokens", max_new_tokens, checks.ints)
     checks.require_pad_token(tokenizer, "evaluate_policy")
+    # sampled in eval mode (no dropout): the distribution whose KL is measured is the one kept
     rollout = sample(policy, tokenizer, prompts, sampling_settings(tokenizer, max_new_tokens),
-                     seed=seed, where="evaluate_policy")  # fmt: skip
-    was_training = policy.training
-    policy.eval()  # dropout would change the distribution whose KL is measured
-    try:
-        logp = next_token_logprobs(policy, rollout)
-    finally:
-        policy.train(was_training)
+                     seed=seed, where="evaluate_policy", keep_logprobs=True)  # fmt: skip
+    logp = rollout.policy_logprobs
     logp_ref = next_token_logprobs(reference, rollout)
     kl_per_token = (logp.exp() * (logp - logp_ref)).sum(-1)  # (B, T), exact at each state
     kl = (kl_per_token * rollout.mask).sum(1)

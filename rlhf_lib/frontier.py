@@ -23,6 +23,8 @@ are the paper's names for the two coefficients of a curve, not a KL coefficient.
 from __future__ import annotations
 
 import math
+from dataclasses import fields, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
@@ -30,8 +32,13 @@ import plotly.graph_objects as go
 from rlhf_lib.dashboard import KL_BAND, KL_BAND_COLOUR, RUN_COLOURS
 from rlhf_lib.notebook import OKABE_ITO, white_template
 
+if TYPE_CHECKING:
+    from rlhf_lib.beyond_ppo import MethodRunConfig
+
 # Every setting of the sweep: chapter 5's budget, one KL coefficient changed. PPO and RLOO charge
-# β·k1 in the reward, GRPO adds β·k3 to the loss; DPO's β_DPO scales its implicit reward.
+# β·k1 in the reward, GRPO adds β·k3 to the loss; DPO's β_DPO scales its implicit reward. A
+# setting names MethodRunConfig's fields, and "beta" for the KL coefficient, ppo.kl_coef
+# (method_config turns one into its config); benchmarks/results/frontier.json records them so.
 SWEEP = (
     *({"method": m, "beta": b} for m in ("ppo", "rloo", "grpo") for b in (0.01, 0.05, 0.2)),
     *({"method": "dpo", "dpo_labels": labels, "dpo_beta": b}
@@ -51,6 +58,24 @@ SHAPES = {
     BEST_OF_N: lambda d: d**2,
     "rl": lambda d: np.where(d > 0, d * np.log(np.maximum(d, 1e-300)), 0.0),
 }
+
+
+def method_config(setting: dict, base: MethodRunConfig | None = None) -> MethodRunConfig:
+    """The :class:`~rlhf_lib.beyond_ppo.MethodRunConfig` that trains a setting of :data:`SWEEP`:
+    ``base`` (chapter 5's budget by default) with the setting's fields, its ``beta`` being the
+    KL coefficient ``ppo.kl_coef``."""
+    from rlhf_lib.beyond_ppo import MethodRunConfig
+
+    base = MethodRunConfig() if base is None else base
+    settings = dict(setting)
+    known = {"beta"} | {f.name for f in fields(MethodRunConfig)} - {"ppo", "sft", "reward_model"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"A frontier setting names MethodRunConfig's fields and 'beta' (the KL "
+                         f"coefficient), got {unknown}: use some of {sorted(known)}.")  # fmt: skip
+    if "beta" in settings:
+        settings["ppo"] = replace(base.ppo, kl_coef=settings.pop("beta"))
+    return replace(base, **settings)
 
 
 def family(setting: dict) -> str:

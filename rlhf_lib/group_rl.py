@@ -89,10 +89,11 @@ class GroupTrainer(PPOTrainer):
 
         # 1. Roll out: group_size completions of each prompt, side by side.
         prompts = self._next_prompts(cfg.batch_size // cfg.group_size)
-        rollout = self.generate([p for p in prompts for _ in range(cfg.group_size)])
+        rollout = self.generate([p for p in prompts for _ in range(cfg.group_size)],
+                                keep_logprobs=True)  # fmt: skip
         mask = rollout.mask
+        logprobs = rollout.logprobs  # from sampling: no second forward pass of the policy
         with torch.no_grad():
-            logprobs = token_logprobs(self.policy, rollout, cfg.temperature)
             ref_logprobs = token_logprobs(self.ref_policy, rollout, cfg.temperature)
 
         # 2. Score the full texts (and the gold preference, to log).

@@ -511,8 +511,11 @@ class PPOTrainer:
             torch.nn.init.zeros_(self.value_head.bias)
         params = [p for model in (policy, value_model, self.value_head) if model is not None
                   for p in model.parameters()]  # fmt: skip
+        # fused: one kernel updates every tensor (measured ~5-10% of a small model's update step
+        # on a CPU; the per-tensor loop is torch's default there)
         self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, eps=1e-5,
-                                           weight_decay=config.weight_decay)  # fmt: skip
+                                           weight_decay=config.weight_decay,
+                                           fused=True)  # fmt: skip
         self.settings = sampling_settings(tokenizer, config.max_new_tokens, config.temperature)
         self.generator = torch.Generator().manual_seed(config.seed)  # prompts and minibatches
         torch.manual_seed(config.seed)  # sampling in generate(): same seed, same run
@@ -532,14 +535,17 @@ class PPOTrainer:
         order = torch.randint(len(self.prompts), (n,), generator=self.generator)
         return [self.prompts[i] for i in order.tolist()]
 
-    def generate(self, prompts: list[str], greedy: bool = False) -> Rollout:
-        """Sample (or, with ``greedy``, decode) one response per prompt: a :class:`Rollout`."""
+    def generate(self, prompts: list[str], greedy: bool = False,
+                 keep_logprobs: bool = False) -> Rollout:  # fmt: skip
+        """Sample (or, with ``greedy``, decode) one response per prompt: a :class:`Rollout`
+        (with the policy's log-distributions if ``keep_logprobs``)."""
         settings = (
             self.settings
             if not greedy
             else sampling_settings(self.tokenizer, self.config.max_new_tokens, greedy=True)
         )
-        return sample(self.policy, self.tokenizer, prompts, settings, where="PPOTrainer.generate")
+        return sample(self.policy, self.tokenizer, prompts, settings, where="PPOTrainer.generate",
+                      keep_logprobs=keep_logprobs)  # fmt: skip
 
     def _forward(self, rollout: Rollout, with_values: bool = True):
         """The policy's next-token log-distributions ``[B, T, vocab]`` at each response position
@@ -668,10 +674,14 @@ class PPOTrainer:
         started = time.perf_counter()
 
         # 1. Roll out: a response per prompt; log-probs under policy and reference, values.
-        rollout = self.generate(self._next_prompts())
+        separate_critic = self.value_head is None
+        rollout = self.generate(self._next_prompts(), keep_logprobs=separate_critic)
         mask = rollout.mask
         with torch.no_grad():
-            logprobs_all, values = self._forward(rollout)
+            if separate_critic:  # sampling already computed the policy's log-probs
+                logprobs_all, values = rollout.policy_logprobs, self._values(rollout)
+            else:  # one pass of the shared trunk gives both
+                logprobs_all, values = self._forward(rollout)
             logprobs = logprobs_all.gather(-1, rollout.responses.unsqueeze(-1)).squeeze(-1)
             entropy = -(logprobs_all.exp() * logprobs_all).sum(-1)
             ref_logprobs = token_logprobs(self.ref_policy, rollout, cfg.temperature)

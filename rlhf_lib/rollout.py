@@ -65,6 +65,9 @@ class Rollout:
     context_length: int  # P: the response starts at this column
     completions: list[str]  # each response as text, without special tokens
     settings: GenerationConfig
+    # [B, T, vocab]: the sampling policy's log-distribution at each response position, read off
+    # generate()'s own logits (``sample(..., keep_logprobs=True)``), else None
+    policy_logprobs: torch.Tensor | None = None
 
     @property
     def responses(self) -> torch.Tensor:
@@ -86,12 +89,24 @@ class Rollout:
         """``[B]`` bool: the response reached EOS before the length cap."""
         return (self.responses == self.settings.eos_token_id).any(1)
 
+    @property
+    def logprobs(self) -> torch.Tensor:
+        """``[B, T]`` log-probabilities of the sampled tokens under the policy that sampled them
+        (kept by ``sample(..., keep_logprobs=True)``)."""
+        if self.policy_logprobs is None:
+            raise ValueError(
+                "This rollout kept no log-probabilities: sample it with keep_logprobs=True, or "
+                "compute them with token_logprobs(policy, rollout)."
+            )
+        return self.policy_logprobs.gather(-1, self.responses.unsqueeze(-1)).squeeze(-1)
+
     def select(self, index: torch.Tensor) -> Rollout:
         """The rollout of the responses at ``index`` (a minibatch)."""
         rows = index.tolist()
+        kept = None if self.policy_logprobs is None else self.policy_logprobs[index]
         return Rollout([self.prompts[i] for i in rows], self.input_ids[index],
                        self.attention_mask[index], self.context_length,
-                       [self.completions[i] for i in rows], self.settings)  # fmt: skip
+                       [self.completions[i] for i in rows], self.settings, kept)  # fmt: skip
 
 
 def response_mask(responses: torch.Tensor, eos_token_id: int) -> torch.Tensor:
@@ -108,12 +123,17 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def sample(policy, tokenizer, prompts: list[str], settings: GenerationConfig,
-           seed: int | None = None, where: str = "sample") -> Rollout:  # fmt: skip
+           seed: int | None = None, where: str = "sample",
+           keep_logprobs: bool = False) -> Rollout:  # fmt: skip
     """One response per prompt from ``policy`` with ``settings`` (see :func:`sampling_settings`).
 
     ``seed=None`` draws from the global random stream (a training run's own); an int seeds a
     private stream inside :func:`torch.random.fork_rng` and leaves the caller's untouched. The
     policy is sampled in eval mode (no dropout) and left in the mode it was in.
+
+    With ``keep_logprobs`` the rollout keeps the policy's log-distributions at each response
+    position (``Rollout.policy_logprobs``), from the logits generate() computed to sample: a
+    trainer then needs no second forward pass of the policy over its own samples.
     """
     prompts = checks.require_texts(prompts, where, "prompts", allow_empty=False)
     checks.require_pad_token(tokenizer, where)
@@ -133,27 +153,40 @@ def sample(policy, tokenizer, prompts: list[str], settings: GenerationConfig,
         with torch.random.fork_rng() if seed is not None else contextlib.nullcontext():
             if seed is not None:
                 torch.manual_seed(seed)
-            output = policy.generate(**query, generation_config=settings)
+            output = policy.generate(
+                **query,
+                generation_config=settings,
+                return_dict_in_generate=True,
+                output_logits=keep_logprobs,
+            )
     finally:
         policy.train(was_training)
-    responses = output[:, context_length:]
+    responses = output.sequences[:, context_length:]
     mask = response_mask(responses, settings.eos_token_id)
     responses = responses.masked_fill(mask == 0, settings.pad_token_id)
     completions = [tokenizer.decode(r[m.bool()], skip_special_tokens=True)
                    for r, m in zip(responses, mask, strict=True)]  # fmt: skip
+    policy_logprobs = None
+    if keep_logprobs:  # the raw logits of each step, before sampling divides by the temperature
+        logits = torch.stack(output.logits, dim=1).float()
+        policy_logprobs = F.log_softmax(logits / settings.temperature, dim=-1)
     return Rollout(list(prompts), torch.cat([query["input_ids"], responses], 1),
                    torch.cat([query["attention_mask"], mask], 1), context_length, completions,
-                   settings)  # fmt: skip
+                   settings, policy_logprobs)  # fmt: skip
 
 
 def next_token_logprobs(model, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
     """``[B, T, vocab]``: the model's log-distribution over the next token at each response
     position, at ``temperature`` (the sampling temperature: the distribution actually sampled)."""
+    n_response = rollout.input_ids.shape[1] - rollout.context_length
     logits = model(
         input_ids=rollout.input_ids,
         attention_mask=rollout.attention_mask,
         position_ids=position_ids_from_mask(rollout.attention_mask),
-    ).logits[:, rollout.context_length - 1 : -1]  # the logits that predicted each response token
+        # the output layer only where it predicts a response token: the prompt's own next-token
+        # predictions are never used
+        logits_to_keep=n_response + 1,
+    ).logits[:, :-1]  # the last position predicts past the response
     return F.log_softmax(logits / temperature, dim=-1)
 
 

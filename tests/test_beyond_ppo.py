@@ -2,17 +2,20 @@
 loops, the KL measurement of evaluate_policy, config checks and the figure."""
 
 import copy
+import dataclasses
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
 from tiny_models import review_tokenizer, tiny_gpt2_config
 from transformers import GPT2LMHeadModel
 
-from rlhf_lib.beyond_ppo import MethodRunConfig
+from rlhf_lib.beyond_ppo import PPO_FIELDS_READ, MethodRunConfig, trl_arguments
 from rlhf_lib.dashboard import gold_vs_kl_figure
 from rlhf_lib.evaluation import evaluate_policy
 from rlhf_lib.objectives import dpo_loss, grpo_advantages, rloo_advantages
+from rlhf_lib.ppo import PPOConfig
 
 REWARDS = torch.tensor([1.0, 0.0, 0.5, 2.5, -1.0, -1.0, 3.0, 0.0])
 
@@ -70,11 +73,90 @@ def test_dpo_loss_matches_its_formula_and_starts_at_log_two():
 def test_config_refuses_an_unknown_method_and_uneven_batches():
     with pytest.raises(ValueError, match="method must be one of"):
         MethodRunConfig(method="reinforce")
-    with pytest.raises(ValueError, match="divisible by group_size"):
+    with pytest.raises(ValueError, match=r"ppo\.batch_size=32 must be divisible by group_size=5"):
         MethodRunConfig(group_size=5)
-    with pytest.raises(ValueError, match="less than one rollout"):
-        MethodRunConfig(n_samples=8)
-    assert MethodRunConfig().rollouts == 30
+    MethodRunConfig(method="ppo", group_size=5)  # PPO samples no groups
+    config = MethodRunConfig(ppo=PPOConfig(total_steps=3, batch_size=16, seed=7))
+    assert (config.rollouts, config.n_samples, config.steps_per_rollout) == (3, 48, 2)
+    assert config.seed == 7
+    default = MethodRunConfig()
+    assert (default.rollouts, default.n_samples, default.steps_per_rollout) == (30, 960, 4)
+
+
+def test_config_refuses_ppo_settings_a_method_cannot_honour():
+    with pytest.raises(ValueError, match=r"MethodRunConfig\.ppo\.target_kl=6\.0: TRL's grpo"):
+        MethodRunConfig(method="grpo", ppo=PPOConfig(target_kl=6.0))
+    MethodRunConfig(method="grpo_ours", ppo=PPOConfig(target_kl=6.0))  # ours adapt β as PPO
+    with pytest.raises(ValueError, match=r"MethodRunConfig\.ppo cannot run rloo_ours: .*value"):
+        MethodRunConfig(method="rloo_ours", ppo=PPOConfig(value_model="shared"))
+    MethodRunConfig(method="ppo", ppo=PPOConfig(value_model="shared"))
+
+
+def test_our_rloo_and_grpo_run_the_shared_ppo_config():
+    from rlhf_lib.group_rl import GroupConfig
+
+    ppo = PPOConfig(kl_coef=0.2, cliprange=0.1, seed=3)
+    group = MethodRunConfig(method="grpo_ours", ppo=ppo, group_size=8).group_config()
+    assert group == GroupConfig(**asdict(ppo), estimator="grpo", group_size=8)
+
+
+# What today's TRL trainers got before trl_arguments derived them from MethodRunConfig.ppo
+TRL_COMMON = {"learning_rate": 1e-4, "lr_scheduler_type": "constant", "warmup_steps": 0,
+              "per_device_train_batch_size": 8, "logging_steps": 1, "save_strategy": "no",
+              "report_to": "none", "disable_tqdm": True, "seed": 0}  # fmt: skip
+TRL_ONLINE = {"max_steps": 480, "num_generations": 4, "steps_per_generation": 4,
+              "num_iterations": 4, "max_completion_length": 24, "temperature": 1.0, "beta": 0.05,
+              "reward_weights": [1.0, 0.0], "disable_dropout": True}  # fmt: skip
+# passed now, at TRL's own defaults (which are PPOConfig's), so TRL's configs do not change
+NEWLY_PASSED = {"max_grad_norm": 1.0, "weight_decay": 0.0}
+
+
+@pytest.mark.parametrize("method", ["grpo", "rloo", "dpo"])
+def test_trl_arguments_at_the_defaults_are_the_arguments_trl_got_before(method, tmp_path):
+    import trl
+
+    from rlhf_lib.reward_model import RewardModelConfig
+    from rlhf_lib.sft import trainer_device_args
+
+    config_class = {"grpo": trl.GRPOConfig, "rloo": trl.RLOOConfig, "dpo": trl.DPOConfig}[method]
+    before = {"output_dir": str(tmp_path), **TRL_COMMON, **trainer_device_args()}
+    newly = dict(NEWLY_PASSED)
+    if method == "dpo":
+        before |= {"num_train_epochs": 1, "beta": 0.1,
+                   "max_length": RewardModelConfig().max_length}  # fmt: skip
+    else:
+        before |= TRL_ONLINE
+        newly["epsilon"] = 0.2  # PPOConfig.cliprange
+    derived = trl_arguments(MethodRunConfig(method=method), tmp_path)
+    assert derived == before | newly
+    defaults = {f.name: f.default for f in dataclasses.fields(config_class)}
+    assert {name: defaults[name] for name in newly} == newly
+    assert config_class(**derived).to_dict() == config_class(**before).to_dict()
+
+
+# a value of each PPOConfig field other than its default (and valid beside the others)
+CHANGED = {"total_steps": 2, "batch_size": 16, "mini_batch_size": 4, "ppo_epochs": 2,
+           "max_new_tokens": 12, "temperature": 0.7, "kl_coef": 0.1, "kl_estimator": "k3",
+           "target_kl": 6.0, "kl_horizon": 5000, "missing_eos_penalty": 2.0, "gamma": 0.9,
+           "lam": 0.9, "learning_rate": 3e-5, "cliprange": 0.1, "cliprange_value": 0.3,
+           "vf_coef": 0.5, "value_model": "shared", "critic_layers": 2, "value_epochs": 1,
+           "critic_warmup_epochs": 1, "entropy_coef": 0.01, "max_grad_norm": 0.5,
+           "weight_decay": 0.01, "seed": 1}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["grpo", "rloo", "dpo"])
+def test_trl_arguments_read_exactly_the_ppo_fields_the_method_lists(method, tmp_path):
+    assert set(CHANGED) == {f.name for f in dataclasses.fields(PPOConfig)}
+    before = trl_arguments(MethodRunConfig(method=method), tmp_path)
+    # read elsewhere: missing_eos_penalty by the reward function, DPO's n_samples / 2 pairs
+    elsewhere = {"missing_eos_penalty", *(("total_steps", "batch_size") if method == "dpo" else ())}
+    for name, value in CHANGED.items():
+        if name == "target_kl":  # refused for TRL (test above): TRL's β is fixed
+            continue
+        config = MethodRunConfig(method=method, ppo=PPOConfig(**{name: value}))
+        moved = trl_arguments(config, tmp_path) != before
+        read = name in PPO_FIELDS_READ[method] and name not in elsewhere
+        assert moved == read, f"{name}: {'changes' if moved else 'does not change'} {method}"
 
 
 class ConstantReward(torch.nn.Module):
@@ -125,8 +207,6 @@ def test_gold_vs_kl_figure_has_one_curve_per_method_and_checks_input():
 
 
 def test_chapter_6s_ppo_run_is_chapter_5s_default_run():
-    from dataclasses import asdict
-
     from rlhf_lib.beyond_ppo import _ppo_run_config
     from rlhf_lib.rlhf_run import RLHFRunConfig
 

@@ -23,6 +23,7 @@ from rlhf_lib.frontier import (
     frontier_figure,
     kl_to_reach,
     label_effect,
+    method_config,
     of,
     predict,
     verdicts,
@@ -148,11 +149,28 @@ def test_gold_labels_follow_the_gold_score_and_keep_ties():
 
 def test_the_sweep_is_valid_configs_of_every_family():
     for setting in SWEEP:
-        MethodRunConfig(**setting)
+        config = method_config(setting)
+        assert config.method == setting["method"]
+        # "beta" is the KL coefficient, PPOConfig's kl_coef; the rest of the budget is chapter 5's
+        assert config.ppo.kl_coef == setting.get("beta", MethodRunConfig().ppo.kl_coef)
+        assert config.dpo_beta == setting.get("dpo_beta", MethodRunConfig().dpo_beta)
+        assert config.n_samples == MethodRunConfig().n_samples
     assert {s.get("dpo_labels", s["method"]) for s in SWEEP} >= {"ppo", "rloo", "grpo", "gold"}
     assert set(FAMILIES) == {"ppo", "rloo", "grpo", "dpo", "dpo_gold"}
     with pytest.raises(checks.ConfigError, match="dpo_labels"):
         MethodRunConfig(method="dpo", dpo_labels="oracle")
+
+
+def test_a_setting_changes_its_base_and_names_only_known_fields():
+    from rlhf_lib.ppo import PPOConfig
+
+    base = MethodRunConfig(ppo=PPOConfig(total_steps=3, seed=2), n_eval_prompts=16)
+    config = method_config({"method": "rloo", "beta": 0.2}, base)
+    assert (config.method, config.ppo.kl_coef) == ("rloo", 0.2)
+    assert (config.ppo.total_steps, config.seed, config.n_eval_prompts) == (3, 2, 16)
+    assert base.ppo.kl_coef == 0.05  # the base is left as it was
+    with pytest.raises(ValueError, match=r"got \['kl_coef'\]: use some of \['beta'"):
+        method_config({"method": "ppo", "kl_coef": 0.1})
 
 
 def test_label_effect_compares_each_beta_trained_both_ways():

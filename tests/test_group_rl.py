@@ -38,8 +38,8 @@ def test_a_rollout_holds_whole_groups_and_no_value_model(tokenizer, estimator, m
     trainer = make_trainer(tokenizer, estimator)
     seen = []
     generate = trainer.generate
-    monkeypatch.setattr(trainer, "generate", lambda prompts: seen.append(prompts) or
-                        generate(prompts))  # fmt: skip
+    monkeypatch.setattr(trainer, "generate", lambda prompts, **kw: seen.append(prompts) or
+                        generate(prompts, **kw))  # fmt: skip
     first = trainer.step()
     prompts = seen[0]
     assert len(prompts) == 8 and prompts[:4] == [prompts[0]] * 4 and prompts[4:] == [prompts[4]] * 4

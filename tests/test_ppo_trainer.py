@@ -45,7 +45,9 @@ def make_trainer(tokenizer, reward_fn=count_letter_e, **overrides):
 def test_first_step_starts_at_zero_kl_and_logs_trl_names(tokenizer):
     trainer = make_trainer(tokenizer)
     first = trainer.step()
-    assert first["objective/kl"] == 0.0  # policy == reference before any update
+    # policy == reference before any update; the policy's log-probs come from sampling's cached
+    # pass and the reference's from one full pass, equal to float rounding
+    assert abs(first["objective/kl"]) < 1e-5
     for name in (*TRL_NAMES, "gold/score"):
         assert name in first, name
     assert abs(first["val/ratio"] - 1) < 0.1  # early updates stay near the old policy

@@ -139,6 +139,22 @@ def test_ppo_has_no_weight_decay_and_logs_explained_variance(tokenizer):
     assert _ppo(tokenizer, weight_decay=0.01).optimizer.param_groups[0]["weight_decay"] == 0.01
 
 
+def test_a_stage_builds_deterministically_and_restores_the_setting(tmp_path, monkeypatch):
+    from rlhf_lib.cache import cached_stage
+
+    monkeypatch.setenv("RLHF_BOOK_CACHE", str(tmp_path))
+    seen = []
+
+    def build(folder):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        (folder / "x.txt").write_text("x")
+
+    before = torch.are_deterministic_algorithms_enabled()
+    cached_stage("deterministic_test", {"n": 1}, build)
+    assert seen == [True]
+    assert torch.are_deterministic_algorithms_enabled() == before
+
+
 def test_a_stage_built_twice_holds_the_same_tensors(tmp_path, monkeypatch):
     from rlhf_lib.base_model import BaseModelConfig, make_model
     from rlhf_lib.cache import cached_stage
@@ -159,3 +175,18 @@ def test_a_stage_built_twice_holds_the_same_tensors(tmp_path, monkeypatch):
     assert tensors[0].keys() == tensors[1].keys()
     for name in tensors[0]:
         assert torch.equal(tensors[0][name], tensors[1][name]), name
+
+
+def test_log_probs_kept_while_sampling_equal_a_second_forward_pass(policy, tokenizer):
+    settings = sampling_settings(tokenizer, max_new_tokens=8, temperature=0.7)
+    rollout = sample(policy, tokenizer, PROMPTS, settings, seed=1, keep_logprobs=True)
+    assert rollout.policy_logprobs.shape[:2] == rollout.responses.shape
+    mask = rollout.mask.bool()
+    again = token_logprobs(policy, rollout, temperature=0.7)
+    torch.testing.assert_close(rollout.logprobs[mask], again[mask], atol=1e-5, rtol=1e-5)
+    part = rollout.select(torch.tensor([3, 1]))
+    torch.testing.assert_close(part.logprobs, rollout.logprobs[[3, 1]])
+    plain = sample(policy, tokenizer, PROMPTS, settings, seed=1)  # the same samples without
+    assert plain.completions == rollout.completions and plain.policy_logprobs is None
+    with pytest.raises(ValueError, match="keep_logprobs=True"):
+        _ = plain.logprobs

@@ -1,0 +1,100 @@
+"""What ``rl_vs_trl.py`` and ``value_models.py`` share: each trains every (name, seed) in a fresh
+Python process of its own (so the peak resident memory a run reports is its own), collects every
+run's figures, summarises them over the seeds with a 95% confidence interval, and writes a report
+that records the machine and the commit measured.
+
+A script built on this module runs itself with ``--one NAME --seeds SEED --out FILE`` for one run
+(:func:`parser` declares the options, :func:`in_fresh_processes` makes the calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from book_execution import machine  # cores, CPU model, memory, versions
+
+
+def parser(doc: str, out: Path, seeds: list[int]) -> argparse.ArgumentParser:
+    """The options every such script takes: ``--out``, ``--seeds`` and the internal ``--one``."""
+    result = argparse.ArgumentParser(description=doc.splitlines()[0])
+    result.add_argument("--out", default=str(out))
+    result.add_argument("--seeds", nargs="+", type=int, default=seeds)
+    result.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one here
+    return result
+
+
+def in_fresh_processes(script: str, names, seeds, tag: str,
+                       done: Callable[[dict], str]) -> list[list[dict]]:  # fmt: skip
+    """Run ``script --one NAME --seeds SEED`` for every name and seed, each in a new process;
+    return every name's runs (the JSON each wrote), in order. ``done(run)`` words a finished run
+    for the progress line."""
+    env = {**os.environ, "RLHF_BOOK_BUILD": "1"}  # one summary line per progress bar
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run.json"
+        for name in names:
+            runs = []
+            for seed in seeds:
+                print(f"[{tag}] {name}, seed {seed} ...", flush=True)
+                subprocess.run([sys.executable, script, "--one", name, "--seeds", str(seed),
+                                "--out", str(out)], check=True, env=env)  # fmt: skip
+                runs.append(json.loads(out.read_text()))
+                print(f"[{tag}] {name}, seed {seed}: {done(runs[-1])}", flush=True)
+            results.append(runs)
+    return results
+
+
+def write_report(out, tag: str, measured: dict, **fields) -> dict:
+    """Write the report: date, machine, the commit ``measured`` (taken when the run started),
+    the command, then ``fields``."""
+    report = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "git": measured,
+        "command": f"python benchmarks/{tag}.py",
+        **fields,
+    }
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2))
+    print(f"[{tag}] wrote {out}")
+    return report
+
+
+def means(runs: list[dict], keys) -> dict:
+    """The mean over the seeds of each figure in ``keys``."""
+    import numpy as np
+
+    return {key: float(np.mean([r[key] for r in runs])) for key in keys}
+
+
+def ci95_half_width(values) -> float:
+    """Half the width of the 95% confidence interval of the mean of ``values`` (Student's t with
+    n − 1 degrees of freedom): the mean ± this covers the mean a rerun tends to, 19 times in 20.
+    NaN for a single value."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float("nan")
+    return float(t_975(len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+
+
+# Student's t 97.5% quantile for 1-10 degrees of freedom (any statistics table)
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def t_975(df: int) -> float:
+    """Student's t 97.5% quantile: the table up to 10 degrees of freedom, then the
+    Cornish-Fisher expansion around the normal's 1.960 (within 0.001 of the exact value)."""
+    if df <= len(T_975):
+        return T_975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
