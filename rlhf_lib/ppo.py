@@ -604,7 +604,7 @@ class PPOTrainer:
             for mb in order.split(cfg.mini_batch_size):
                 part, mask = rollout.select(mb), rollout.mask[mb]
                 logprobs_all, values = self._forward(part, with_values=train_values)
-                logprobs = logprobs_all.gather(-1, part.responses.unsqueeze(-1)).squeeze(-1)
+                logprobs = part.at_sampled_tokens(logprobs_all)
                 with torch.set_grad_enabled(with_entropy_grad):
                     entropy = masked_mean(-(logprobs_all.exp() * logprobs_all).sum(-1), mask)
                 loss, pg_stats = clipped_policy_loss(
@@ -682,7 +682,7 @@ class PPOTrainer:
                 logprobs_all, values = rollout.policy_logprobs, self._values(rollout)
             else:  # one pass of the shared trunk gives both
                 logprobs_all, values = self._forward(rollout)
-            logprobs = logprobs_all.gather(-1, rollout.responses.unsqueeze(-1)).squeeze(-1)
+            logprobs = rollout.at_sampled_tokens(logprobs_all)
             entropy = -(logprobs_all.exp() * logprobs_all).sum(-1)
             ref_logprobs = token_logprobs(self.ref_policy, rollout, cfg.temperature)
 

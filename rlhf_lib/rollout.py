@@ -98,7 +98,11 @@ class Rollout:
                 "This rollout kept no log-probabilities: sample it with keep_logprobs=True, or "
                 "compute them with token_logprobs(policy, rollout)."
             )
-        return self.policy_logprobs.gather(-1, self.responses.unsqueeze(-1)).squeeze(-1)
+        return self.at_sampled_tokens(self.policy_logprobs)
+
+    def at_sampled_tokens(self, per_vocab: torch.Tensor) -> torch.Tensor:
+        """``[B, T]``: the entries of a ``[B, T, vocab]`` tensor at each sampled response token."""
+        return per_vocab.gather(-1, self.responses.unsqueeze(-1)).squeeze(-1)
 
     def select(self, index: torch.Tensor) -> Rollout:
         """The rollout of the responses at ``index`` (a minibatch)."""
@@ -195,7 +199,7 @@ def token_logprobs(model, rollout: Rollout, temperature: float = 1.0,
     """``[B, T]`` log-probabilities of the sampled response tokens under ``model``; with
     ``with_entropy``, also the ``[B, T]`` entropy of each next-token distribution."""
     logprobs_all = next_token_logprobs(model, rollout, temperature)
-    logprobs = logprobs_all.gather(-1, rollout.responses.unsqueeze(-1)).squeeze(-1)
+    logprobs = rollout.at_sampled_tokens(logprobs_all)
     if not with_entropy:
         return logprobs
     return logprobs, -(logprobs_all.exp() * logprobs_all).sum(-1)
