@@ -439,18 +439,29 @@ def _check_built(folder: Path, name: str) -> None:
 
 
 @contextlib.contextmanager
-def deterministic_algorithms() -> Iterator[None]:
-    """Torch's deterministic kernels, where an operation has one, while a stage builds, so a
-    fresh clone rebuilds the same weights (the builds also seed their own data order). An
-    operation without one warns instead of failing; the caller's setting is restored after."""
+def reproducible_build() -> Iterator[None]:
+    """What a stage build runs in, so it builds the same weights whoever calls it, wherever:
+
+    - its own random stream, seeded with 0 (``torch.random.fork_rng``): a new layer's starting
+      weights never depend on what the caller's process drew before;
+    - one torch thread: the order of a sum's parts, hence its last bits, depends on the thread
+      count (measured: the base model's gradient norm differed from step 0 at 2 threads);
+    - torch's deterministic kernels, where an operation has one (one without one warns).
+
+    The caller's random state, thread count and deterministic setting are restored after."""
     import torch
 
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    threads = torch.get_num_threads()
     torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(1)
     try:
-        yield
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            yield
     finally:
+        torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
@@ -511,7 +522,7 @@ def cached_stage(name: str, config, build: Callable[[Path], None], *, verbose: b
         started = time.perf_counter()
         _BUILDING.add(building)
         try:
-            with deterministic_algorithms():
+            with reproducible_build():
                 build(tmp)
             _check_built(tmp, name)
             manifest = {

@@ -273,6 +273,7 @@ def build_reward_model(folder: Path, config: RewardModelConfig, start=None, pair
     ``start`` = ``(model, tokenizer)`` and ``pairs`` (a preference ``DatasetDict``) default to
     :func:`reward_model_from_sft` and :func:`rlhf_lib.preferences.load_preferences`.
     """
+    torch.manual_seed(config.seed)  # the new score head's starting weights
     model, tokenizer = start or reward_model_from_sft(sft_model_path(config.preferences.sft))
     pairs = pairs if pairs is not None else load_preferences(config.preferences)
     train = for_training(pairs["train"])

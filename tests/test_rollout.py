@@ -139,20 +139,64 @@ def test_ppo_has_no_weight_decay_and_logs_explained_variance(tokenizer):
     assert _ppo(tokenizer, weight_decay=0.01).optimizer.param_groups[0]["weight_decay"] == 0.01
 
 
-def test_a_stage_builds_deterministically_and_restores_the_setting(tmp_path, monkeypatch):
+def test_a_stage_builds_reproducibly_and_restores_the_callers_settings(tmp_path, monkeypatch):
     from rlhf_lib.cache import cached_stage
 
     monkeypatch.setenv("RLHF_BOOK_CACHE", str(tmp_path))
     seen = []
 
     def build(folder):
-        seen.append(torch.are_deterministic_algorithms_enabled())
+        seen.append((torch.are_deterministic_algorithms_enabled(), torch.get_num_threads(),
+                     torch.rand(1).item()))  # fmt: skip
         (folder / "x.txt").write_text("x")
 
-    before = torch.are_deterministic_algorithms_enabled()
-    cached_stage("deterministic_test", {"n": 1}, build)
-    assert seen == [True]
-    assert torch.are_deterministic_algorithms_enabled() == before
+    torch.manual_seed(123)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
+    expected_next = torch.rand(1, generator=torch.Generator().manual_seed(123)).item()
+    cached_stage("reproducible_test", {"n": 1}, build)
+    torch.manual_seed(0)
+    assert seen == [(True, 1, torch.rand(1).item())]  # its own stream, seeded with 0
+    assert (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()) == before
+    torch.manual_seed(123)
+    assert torch.rand(1).item() == expected_next
+
+
+def test_a_reward_model_stage_is_the_same_whatever_ran_before(tmp_path, monkeypatch):
+    """The reward model's new score head starts from the stage's own seed, not the caller's
+    random stream, and the weights do not depend on the caller's thread count."""
+    import rlhf_lib.reward_model as rm
+    from datasets import Dataset, DatasetDict
+
+    from rlhf_lib.base_model import BaseModelConfig, make_model
+    from rlhf_lib.cache import cached_stage
+    from rlhf_lib.reviews import generate_reviews, train_tokenizer
+
+    tiny = BaseModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=128, vocab_size=300)
+    reviews = generate_reviews(32, seed=7)
+    tok = train_tokenizer([r.text for r in generate_reviews(300, seed=0)], tiny.vocab_size)
+    lm = tmp_path / "lm"
+    make_model(tiny, tok).save_pretrained(lm)
+    tok.save_pretrained(lm)
+    rows = [{"prompt": a.prompt, "chosen": a.text[len(a.prompt) :],
+             "rejected": b.text[len(b.prompt) :]}
+            for a, b in zip(reviews[:16], reviews[16:], strict=True)]  # fmt: skip
+    pairs = DatasetDict({"train": Dataset.from_list(rows[:12]),
+                         "eval": Dataset.from_list(rows[12:])})  # fmt: skip
+    monkeypatch.setattr(rm, "sft_model_path", lambda config=None: lm)
+    config = rm.RewardModelConfig(epochs=1, batch_size=4, max_length=128, n_train_probe=4)
+    threads = torch.get_num_threads()
+    tensors = []
+    for build, (seed, n_threads) in {"first": (1, 1), "second": (2, 2)}.items():
+        monkeypatch.setenv("RLHF_BOOK_CACHE", str(tmp_path / build))
+        torch.manual_seed(seed)  # the caller's random state and threads must not matter
+        torch.set_num_threads(n_threads)
+        path = cached_stage("rm_twice", config, lambda folder: rm.build_reward_model(
+            folder, config, pairs=pairs))  # fmt: skip
+        tensors.append(load_file(path / "model.safetensors"))
+    torch.set_num_threads(threads)
+    assert tensors[0].keys() == tensors[1].keys()
+    for name in tensors[0]:
+        assert torch.equal(tensors[0][name], tensors[1][name]), name
 
 
 def test_a_stage_built_twice_holds_the_same_tensors(tmp_path, monkeypatch):
