@@ -30,7 +30,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --no-deps -e .
 	touch $@
 
+# First the trained models the pages load (two at a time on 2 cores; cached, so only what is
+# missing is trained), then the pages.
 book: setup
+	$(BIN)/python -m rlhf_lib.stages
 	rm -rf _build/html _build/jupyter_execute
 	$(BIN)/jupyter-book build . --all
 	@echo
@@ -50,6 +53,7 @@ unit: setup
 
 # Fails on any Sphinx warning or cell error (execution is forced and raise_on_error is set in _config.yml).
 book-strict: setup
+	$(BIN)/python -m rlhf_lib.stages
 	rm -rf _build/html _build/jupyter_execute
 	$(BIN)/jupyter-book build . --all $(JB_FLAGS_STRICT)
 

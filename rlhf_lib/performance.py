@@ -265,8 +265,16 @@ def _judge(target: str, measured: str, ok: bool, untested: list[str]) -> dict:
     return {"target": target, "measured": measured, "status": status, "why": "; ".join(untested)}
 
 
+def stage_build_seconds(report: dict) -> float:
+    """Wall seconds of the stage builds that ran before the pages (``python -m rlhf_lib.stages``,
+    as ``make book`` runs it); 0 for a report whose pages trained their own stages."""
+    stages = report.get("stages")
+    return float(stages["wall_seconds"]) if isinstance(stages, dict) else 0.0
+
+
 def execution_targets(report: dict, root: str | Path | None = None) -> dict[str, dict]:
-    """The execution targets, each ``{target, measured, status, why}``: ``total`` (the whole book),
+    """The execution targets, each ``{target, measured, status, why}``: ``total`` (the whole book:
+    the stage builds, if the report ran them first, and every page),
     ``chapter`` (the slowest chapter), ``memory`` (the largest kernel), ``errors`` (none failed).
 
     A timing or memory target is "not tested" unless the run matches its conditions: an empty
@@ -291,7 +299,7 @@ def execution_targets(report: dict, root: str | Path | None = None) -> dict[str,
         untested.append(f"{len(missing)} page(s) not measured: {', '.join(missing)}")
     if len(failed):
         untested.append(f"{len(failed)} page(s) failed")
-    total = float(pages["seconds"].sum())
+    total = float(pages["seconds"].sum()) + stage_build_seconds(report)
     slowest, heaviest = summary["seconds"].idxmax(), pages.loc[pages["peak MB"].idxmax()]
     return {
         "total": _judge(

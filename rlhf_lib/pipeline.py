@@ -59,9 +59,10 @@ STAGES = (
     Stage("sft", 3, 2, 3, "SFT<br>(TRL SFTTrainer)", "SFT on ~13k<br>demonstrations",
           "Supervised fine-tuning on demonstrations of the wanted behaviour."),
     Stage("pairs", 3, 1, 4, "Preference pairs<br>(datasets.Dataset)", "Rankings of<br>~33k prompts",
-          "Two completions of one prompt, with the one the annotator preferred."),
+          "K completions of one prompt, every pair of them labelled by an annotator."),
     Stage("rm", 2, 1, 4, "Reward model<br>(TRL RewardTrainer)", "Reward model<br>(6B parameters)",
-          "A scalar score per text, trained with the Bradley–Terry loss on the pairs."),
+          "A scalar score per text, trained with the Bradley–Terry loss on all pairs of a prompt "
+          "at once."),
     Stage("ppo", 1, 1, 5, "PPO + KL penalty<br>(rlhf_lib.ppo)", "PPO-ptx<br>(~31k prompts)",
           "The policy maximises reward minus β·KL to the SFT model."),
     Stage("beyond", 0, 0, 6, "DPO · GRPO · RLOO<br>(TRL trainers)",

@@ -1,9 +1,10 @@
 """The preference dataset: pairs of completions labelled by the annotators (chapter 4).
 
-InstructGPT showed labelers several completions of one prompt and asked them to rank them. Here
-the SFT policy writes two completions for each prompt, one simulated annotator (see
-:mod:`rlhf_lib.annotators`) picks the one they prefer, and the pair goes into a
-``datasets.DatasetDict`` in TRL's *standard, explicit-prompt* preference format:
+InstructGPT showed labelers K completions of one prompt and trained on all C(K,2) comparisons
+among them. Here the SFT policy writes ``k`` completions for each training prompt (two for the
+evaluation prompts), a simulated annotator (see :mod:`rlhf_lib.annotators`) picks the preferred
+text of every pair, and each pair goes into a ``datasets.DatasetDict`` in TRL's *standard,
+explicit-prompt* preference format:
 
     {"prompt": "I saw this film on Sunday. The plot",
      "chosen": " was great. I would recommend it.",
@@ -11,7 +12,11 @@ the SFT policy writes two completions for each prompt, one simulated annotator (
 
 Three splits:
 
-- ``train`` and ``eval``: pairs from the SFT policy (eval uses prompts train never saw);
+- ``train``: the C(k,2) pairs of every training prompt, with a ``group`` column (the prompt's
+  index) so that :mod:`rlhf_lib.reward_kwise` can put a prompt's pairs back together. Rows are
+  ordered pair-major: the first ``n_train`` rows hold one pair of each prompt, the next
+  ``n_train`` another pair of each, and so on;
+- ``eval``: one pair for each of ``n_eval`` prompts that training never saw;
 - ``shifted``: pairs from a *different* policy, the base model sampled at a higher temperature,
   which is what a reward model meets once PPO moves the policy away from SFT.
 
@@ -41,8 +46,9 @@ COLUMNS = ("prompt", "chosen", "rejected")  # what TRL's RewardTrainer reads
 class PreferenceConfig:
     """Everything that decides the preference dataset; its hash names the cached stage."""
 
-    n_train: int = 1_600  # pairs; the reward model's accuracy is near the noise ceiling by then
-    n_eval: int = 400  # enough for accuracy ± 2 points (one standard error)
+    n_train: int = 1_600  # prompts; with k = 4, 6 labelled pairs each: 9 600 comparisons
+    k: int = 4  # completions a training prompt (InstructGPT's K); k = 2 is one pair a prompt
+    n_eval: int = 2_000  # one pair each: accuracy ± 1 point (one standard error)
     n_shifted: int = 400
     temperature: float = 1.0  # sample the SFT policy as it is
     shifted_temperature: float = 1.3  # the base model, more adventurous: a different distribution
@@ -52,8 +58,18 @@ class PreferenceConfig:
     annotators: AnnotatorPoolConfig = field(default_factory=AnnotatorPoolConfig)
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
 
+    @property
+    def n_comparisons(self) -> int:
+        """Labelled pairs in the ``train`` split: C(k, 2) for each of ``n_train`` prompts."""
+        return self.n_train * self.k * (self.k - 1) // 2
+
     def __post_init__(self):
         checks.ints(self, "n_train", "n_eval", "n_shifted", "max_new_tokens")
+        if not checks.is_int(self.k) or self.k < 2:
+            raise ValueError(
+                f"PreferenceConfig.k must be an int >= 2 (completions compared per prompt), "
+                f"got {self.k!r}."
+            )
         checks.ints(self, "prompt_seed", "seed", minimum=0)
         checks.positive(self, "temperature", "shifted_temperature")
         checks.instance_of(self, "annotators", AnnotatorPoolConfig)
@@ -93,13 +109,30 @@ def label_pairs(prompts, completions_a, completions_b, annotators, rng) -> dict:
     }
 
 
-def _pairs(model, tokenizer, prompts, temperature, max_new_tokens, seed, desc) -> tuple:
-    doubled = [p for p in prompts for _ in range(2)]  # both completions of a prompt in one batch
+def _completions(model, tokenizer, prompts, k, temperature, max_new_tokens, seed, desc) -> list:
+    """``k`` sampled completions of every prompt, as one list of ``k`` strings a prompt."""
+    repeated = [p for p in prompts for _ in range(k)]  # a prompt's completions in one batch
     texts = sample_completions(
-        model, tokenizer, doubled, temperature=temperature, max_new_tokens=max_new_tokens,
+        model, tokenizer, repeated, temperature=temperature, max_new_tokens=max_new_tokens,
         seed=seed, batch_size=512, desc=desc,
     )  # fmt: skip
-    return texts[0::2], texts[1::2]
+    return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
+
+
+def labelled_comparisons(policy, prompts, k, annotators, rng, *, temperature=1.0,
+                         max_new_tokens=40, seed=0, desc="sampling") -> dict:  # fmt: skip
+    """The columns of a preference split: ``k`` completions of every prompt sampled from
+    ``policy`` = ``(model, tokenizer)``, and every one of their C(k,2) pairs labelled by an
+    annotator of the pool (:func:`label_pairs`), plus ``group`` (the prompt's index).
+
+    Rows are pair-major: the first ``len(prompts)`` rows hold one pair of every prompt.
+    """
+    completions = _completions(*policy, prompts, k, temperature, max_new_tokens, seed, desc)
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    rows = [(p, texts[i], texts[j], g) for i, j in pairs
+            for g, (p, texts) in enumerate(zip(prompts, completions, strict=True))]  # fmt: skip
+    ps, a, b, group = map(list, zip(*rows, strict=True))
+    return {**label_pairs(ps, a, b, annotators, rng), "group": group}
 
 
 def build_preferences(folder: Path, config: PreferenceConfig, policy=None, shifted_policy=None):
@@ -126,11 +159,14 @@ def build_preferences(folder: Path, config: PreferenceConfig, policy=None, shift
     for name, n in sizes.items():
         chunk = prompts[start : start + n]
         start += n
-        model, tokenizer = shifted_policy if name == "shifted" else policy
-        temperature = config.shifted_temperature if name == "shifted" else config.temperature
-        a, b = _pairs(model, tokenizer, chunk, temperature, config.max_new_tokens,
-                      config.seed + start, f"sampling {name} pairs")  # fmt: skip
-        splits[name] = Dataset.from_dict(label_pairs(chunk, a, b, annotators, rng))
+        k = config.k if name == "train" else 2
+        columns = labelled_comparisons(
+            shifted_policy if name == "shifted" else policy, chunk, k, annotators, rng,
+            temperature=config.shifted_temperature if name == "shifted" else config.temperature,
+            max_new_tokens=config.max_new_tokens, seed=config.seed + start,
+            desc=f"sampling {name} completions",
+        )  # fmt: skip
+        splits[name] = Dataset.from_dict(columns)
     DatasetDict(splits).save_to_disk(str(Path(folder) / "pairs"))
 
 

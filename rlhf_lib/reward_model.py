@@ -3,7 +3,9 @@
 The reward model is the SFT model with its language-model head replaced by a scalar head
 (``AutoModelForSequenceClassification`` with ``num_labels=1``): it reads ``prompt + completion +
 <|eos|>`` and its score is the head's output at the last real token. It is trained on the
-annotators' pairs with the Bradley–Terry loss (:func:`rlhf_lib.reward.bradley_terry_loss`).
+annotators' pairs with the Bradley–Terry loss (:func:`rlhf_lib.reward.bradley_terry_loss`), all
+pairs of one prompt in one batch element (InstructGPT's K-wise comparisons,
+:mod:`rlhf_lib.reward_kwise`; a subclass of TRL's ``RewardTrainer``).
 
 :func:`check_preference_inputs` catches, with one clear message each, the mistakes TRL would
 report late, obscurely or not at all (a pair longer than ``max_length`` is silently dropped).
@@ -28,7 +30,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from rlhf_lib import checks
 from rlhf_lib.cache import cached_stage, loading_stage
-from rlhf_lib.preferences import PreferenceConfig, for_training, load_preferences
+from rlhf_lib.preferences import COLUMNS, PreferenceConfig, for_training, load_preferences
 from rlhf_lib.reviews import check_tokenizer_matches, load_model_and_tokenizer
 from rlhf_lib.runtime import go_offline, local_folder
 from rlhf_lib.sft import ProgressCallback, sft_model_path, trainer_device_args
@@ -42,13 +44,14 @@ class RewardModelConfig:
     """Everything that decides the reward model; its hash names the cached stage."""
 
     epochs: float = 4.0  # measured: held-out accuracy still rises through epoch 4, then flattens
-    batch_size: int = 32  # pairs per step (64 sequences: chosen and rejected)
+    batch_size: int = 16  # prompts a step: 16 x K = 4 completions = 64 texts, 96 comparisons
     lr: float = 1e-3  # the head starts random; 5e-4 left the model under-fitted after 4 epochs
     weight_decay: float = 0.0
     max_length: int = 64  # the SFT model's context; TRL *drops* longer pairs
     center_rewards_coefficient: float | None = 0.01  # keeps rewards near 0 (PPO likes that)
-    eval_steps: int = 20  # how often train/eval accuracy is measured (the over-fitting figure)
-    n_train_probe: int = 200  # train pairs re-scored at each evaluation, next to the eval split
+    eval_steps: int = 40  # how often train/eval accuracy is measured (the over-fitting figure)
+    n_train_probe: int = 200  # train pairs re-scored at each evaluation ...
+    n_eval_probe: int = 400  # ... next to this many eval pairs (all of them are scored after)
     seed: int = 0
     preferences: PreferenceConfig = field(default_factory=PreferenceConfig)
 
@@ -56,7 +59,7 @@ class RewardModelConfig:
         checks.positive(self, "epochs", "lr")
         checks.non_negative(self, "weight_decay")
         checks.non_negative(self, "center_rewards_coefficient", optional=True)
-        checks.ints(self, "batch_size", "max_length", "eval_steps", "n_train_probe")
+        checks.ints(self, "batch_size", "max_length", "eval_steps", "n_train_probe", "n_eval_probe")
         checks.ints(self, "seed", minimum=0)
         checks.instance_of(self, "preferences", PreferenceConfig)
 
@@ -224,17 +227,11 @@ def reward_model_from_sft(path=None):
     return model, tokenizer
 
 
-def make_trainer(model, tokenizer, train, eval_sets=None, config=None, output_dir="/tmp/rm",
-                 max_steps: int = -1):  # fmt: skip
-    """A TRL ``RewardTrainer`` for these inputs, after :func:`check_preference_inputs`."""
-    from trl import RewardConfig, RewardTrainer
+def _reward_config(config: RewardModelConfig, output_dir, max_steps: int, evaluate: bool):
+    """TRL's ``RewardConfig`` for this reward model (one place for both trainers below)."""
+    from trl import RewardConfig
 
-    config = config or RewardModelConfig()
-    check_preference_inputs(model, tokenizer, train, config.max_length, "train")
-    for name, split in (eval_sets or {}).items():
-        check_preference_inputs(model, tokenizer, split, config.max_length, name)
-    go_offline()  # TRL's telemetry off and no hub look-ups, even without setup_notebook()
-    args = RewardConfig(
+    return RewardConfig(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
         max_steps=max_steps,
@@ -246,7 +243,7 @@ def make_trainer(model, tokenizer, train, eval_sets=None, config=None, output_di
         warmup_steps=5,
         max_length=config.max_length,
         center_rewards_coefficient=config.center_rewards_coefficient,
-        eval_strategy="steps" if eval_sets else "no",
+        eval_strategy="steps" if evaluate else "no",
         eval_steps=config.eval_steps,
         logging_steps=config.eval_steps,
         save_strategy="no",
@@ -255,9 +252,32 @@ def make_trainer(model, tokenizer, train, eval_sets=None, config=None, output_di
         seed=config.seed,
         **trainer_device_args(),
     )
-    trainer = RewardTrainer(
+
+
+def make_trainer(model, tokenizer, train, eval_sets=None, config=None, output_dir="/tmp/rm",
+                 max_steps: int = -1, kwise: bool = False):  # fmt: skip
+    """A reward trainer for these pairs, after :func:`check_preference_inputs`.
+
+    ``kwise=False``: TRL's own ``RewardTrainer``, one batch element a pair. ``kwise=True``:
+    :class:`rlhf_lib.reward_kwise.KWiseRewardTrainer`, one batch element a prompt with all its
+    pairs (``config.batch_size`` counts prompts then); the eval sets are scored pair by pair.
+    """
+    from trl import RewardTrainer
+
+    from rlhf_lib.reward_kwise import KWiseRewardTrainer, groups_from_pairs
+
+    config = config or RewardModelConfig()
+    check_preference_inputs(model, tokenizer, train, config.max_length, "train")
+    for name, split in (eval_sets or {}).items():
+        check_preference_inputs(model, tokenizer, split, config.max_length, name)
+    go_offline()  # TRL's telemetry off and no hub look-ups, even without setup_notebook()
+    if kwise:
+        train = groups_from_pairs(train, tokenizer, config.max_length)
+        eval_sets = {name: groups_from_pairs(for_training(split), tokenizer, config.max_length)
+                     for name, split in (eval_sets or {}).items()}  # fmt: skip
+    trainer = (KWiseRewardTrainer if kwise else RewardTrainer)(
         model=model,
-        args=args,
+        args=_reward_config(config, output_dir, max_steps, evaluate=bool(eval_sets)),
         train_dataset=train,
         eval_dataset=eval_sets or None,
         processing_class=tokenizer,
@@ -271,15 +291,20 @@ def build_reward_model(folder: Path, config: RewardModelConfig, start=None, pair
     """Train the reward model and save it, its tokenizer and its log history in ``folder``.
 
     ``start`` = ``(model, tokenizer)`` and ``pairs`` (a preference ``DatasetDict``) default to
-    :func:`reward_model_from_sft` and :func:`rlhf_lib.preferences.load_preferences`.
+    :func:`reward_model_from_sft` and :func:`rlhf_lib.preferences.load_preferences`. Training is
+    K-wise: every prompt's pairs in one batch element.
     """
     torch.manual_seed(config.seed)  # the new score head's starting weights
     model, tokenizer = start or reward_model_from_sft(sft_model_path(config.preferences.sft))
     pairs = pairs if pairs is not None else load_preferences(config.preferences)
-    train = for_training(pairs["train"])
-    probe = train.select(range(min(config.n_train_probe, len(train))))
-    eval_sets = {"train": probe, "eval": for_training(pairs["eval"])}
-    trainer = make_trainer(model, tokenizer, train, eval_sets, config, Path(folder) / "trainer")
+    train = pairs["train"]
+    train = train.select_columns([c for c in (*COLUMNS, "group") if c in train.column_names])
+    n_prompts = len(set(train["group"])) if "group" in train.column_names else len(train)
+    probe = for_training(train.select(range(min(config.n_train_probe, n_prompts))))  # 1 a prompt
+    held_out = pairs["eval"].select(range(min(config.n_eval_probe, len(pairs["eval"]))))
+    eval_sets = {"train": probe, "eval": for_training(held_out)}
+    trainer = make_trainer(model, tokenizer, train, eval_sets, config, Path(folder) / "trainer",
+                           kwise=True)  # fmt: skip
     trainer.train()
     model.eval()
     model.save_pretrained(folder)

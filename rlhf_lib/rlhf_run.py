@@ -30,6 +30,9 @@ from rlhf_lib.sft import SFTStageConfig, load_sft_model, review_prompts
 
 STAGE = "ppo_run"
 HISTORY = "history.json"
+# Chapter 5's over-optimisation runs: these multiples of the default KL coefficient (0 = no
+# penalty, 1 = the default run itself, 4 = a strong penalty).
+KL_SWEEP = (0.0, 1.0, 4.0)
 
 
 @dataclass

@@ -39,6 +39,15 @@ def test_build_writes_three_splits(tmp_path):
     config = PreferenceConfig(n_train=6, n_eval=4, n_shifted=4, max_new_tokens=6)
     build_preferences(tmp_path, config, policy=policy, shifted_policy=policy)
     pairs = load_from_disk(str(tmp_path / "pairs"))
-    assert {k: len(v) for k, v in pairs.items()} == {"train": 6, "eval": 4, "shifted": 4}
+    # k = 4 completions a training prompt: all C(4, 2) = 6 pairs of each of the 6 prompts
+    assert {k: len(v) for k, v in pairs.items()} == {"train": 36, "eval": 4, "shifted": 4}
     assert for_training(pairs["train"]).column_names == ["prompt", "chosen", "rejected"]
+    train = pairs["train"]
+    assert train["group"][:6] == list(range(6))  # pair-major: one pair of every prompt first
+    for g in range(6):
+        rows = [r for r in train if r["group"] == g]
+        assert len(rows) == 6 and len({r["prompt"] for r in rows}) == 1
+        texts = {t for r in rows for t in (r["chosen"], r["rejected"])}
+        assert len(texts) <= 4  # the same four completions, compared pair by pair
+    assert pairs["eval"]["group"] == list(range(4))  # one pair a prompt
     assert set(pairs["eval"].column_names) >= {"gold_chosen", "gold_rejected", "annotator"}

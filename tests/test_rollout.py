@@ -164,9 +164,9 @@ def test_a_stage_builds_reproducibly_and_restores_the_callers_settings(tmp_path,
 def test_a_reward_model_stage_is_the_same_whatever_ran_before(tmp_path, monkeypatch):
     """The reward model's new score head starts from the stage's own seed, not the caller's
     random stream, and the weights do not depend on the caller's thread count."""
-    import rlhf_lib.reward_model as rm
     from datasets import Dataset, DatasetDict
 
+    import rlhf_lib.reward_model as rm
     from rlhf_lib.base_model import BaseModelConfig, make_model
     from rlhf_lib.cache import cached_stage
     from rlhf_lib.reviews import generate_reviews, train_tokenizer
