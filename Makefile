@@ -17,7 +17,7 @@ export RLHF_BOOK_BUILD := 1
 # Trained stages live beside the build, so a clean clone builds everything from scratch.
 export RLHF_BOOK_CACHE ?= $(CURDIR)/_build/stage-cache
 
-.PHONY: book test setup lint unit book-strict browser reader twins pdf benchmark benchmark-rl benchmark-frontier clean clean-cache
+.PHONY: book test setup lint unit book-strict browser reader twins pdf benchmark benchmark-rl benchmark-frontier benchmark-rm clean clean-cache
 
 setup: $(STAMP)
 
@@ -95,6 +95,10 @@ benchmark-rl: setup
 # Chapter 6's gold-vs-KL frontier: every method at several KL coefficients, and best-of-n.
 benchmark-frontier: setup
 	$(BIN)/python benchmarks/frontier.py
+
+# Chapter 4's label-budget curve and the default reward model over 3 seeds of the whole chain.
+benchmark-rm: setup
+	$(BIN)/python benchmarks/reward_model.py
 
 clean:
 	rm -rf _build/html _build/jupyter_execute _build/.doctrees _build/screenshots _build/pdf

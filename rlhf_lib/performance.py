@@ -52,6 +52,7 @@ PRODUCERS = {  # the command that writes each results file
     "page_weight": "make benchmark  (after make book: python benchmarks/page_weight.py)",
     "binder_memory": "make benchmark  (after make book: python benchmarks/binder_memory.py)",
     "value_models": "make benchmark-rl  (that is, second: python benchmarks/value_models.py)",
+    "reward_model": "make benchmark-rm  (that is: python benchmarks/reward_model.py)",
 }
 PAGE_FIELDS = ("page", "wall_seconds", "peak_rss_mb")
 WEIGHT_FIELDS = ("page", "html_bytes", "downloads", "first_visit_bytes")

@@ -1,4 +1,5 @@
-"""The reward model's figures and live explorer (chapter 4).
+"""The reward model's figures and live explorer (chapter 4), the label-budget benchmark read and
+drawn, and the reward model's accuracy broken down by slice of the held-out pairs.
 
 They live apart from :mod:`rlhf_lib.reward_model` so that training never imports them: a
 change to a figure keeps the cached reward model (see :mod:`rlhf_lib.cache`).
@@ -6,6 +7,10 @@ change to a figure keeps the cached reward model (see :mod:`rlhf_lib.cache`).
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 
 from rlhf_lib import checks
@@ -99,3 +104,223 @@ def reward_explorer_widget(model, tokenizer, examples: list[str] | None = None):
     box.observe(show, names="value")
     show()
     return widgets.VBox([box, out])
+
+
+# ---------------------------------------------------------------------------------------------
+# How many labels? The label-budget benchmark (benchmarks/reward_model.py), read and drawn
+# ---------------------------------------------------------------------------------------------
+
+# Published figures the chapter sets its own beside; quoted from the papers, not measured here.
+INSTRUCTGPT_RM_ACCURACY = 0.724  # InstructGPT's 6B reward model on held-out comparisons ...
+INSTRUCTGPT_AGREEMENT = 0.726  # ... and two of its training labelers agreeing (Ouyang et al.)
+STIENNON_POINTS_PER_DOUBLING = 1.1  # RM validation accuracy per doubling of data (Stiennon et al.)
+
+LABEL_BUDGET = "reward_model"  # benchmarks/results/reward_model.json
+LABEL_BUDGET_COMMAND = "python benchmarks/reward_model.py"
+CURVE_FIELDS = ("method", "comparisons", "steps", "texts_forwarded", "accuracy", "train_seconds")
+DEFAULT_FIELDS = ("comparisons", "accuracy_mean", "accuracy_std", "gap_mean")
+METHODS = ("pairwise", "K-wise")
+
+
+def load_label_budget(folder=None) -> dict:
+    """The label-budget benchmark's report, read by :func:`rlhf_lib.performance.load_benchmark`
+    (``benchmarks/results/reward_model.json`` by default) and checked."""
+    from rlhf_lib.performance import load_benchmark
+
+    try:
+        results = load_benchmark(LABEL_BUDGET, folder)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"the label-budget benchmark has not been run: run `{LABEL_BUDGET_COMMAND}` from the "
+            f"repository root (it trains every reward model of the curve), then commit its JSON "
+            f"file. ({err})"
+        ) from None
+    check_label_budget(results)
+    return results
+
+
+def check_label_budget(results: dict) -> None:
+    """Refuse, with one message naming what is missing, a report that is not the output of
+    ``benchmarks/reward_model.py``: the figure and the prose read every field below."""
+    where = f"expected the output of `{LABEL_BUDGET_COMMAND}`"
+    if not isinstance(results, dict):
+        raise TypeError(f"the label-budget results must be a dict, got {type(results).__name__}")
+    missing = [k for k in ("ceiling", "curve", "default", "slope_per_doubling") if k not in results]
+    if missing:
+        raise ValueError(
+            f"the label-budget results lack {missing} (keys: {sorted(results)}); {where}"
+        )
+    if not checks.is_finite_number(results["ceiling"]):
+        raise ValueError(f"'ceiling' must be a finite number, got {results['ceiling']!r}; {where}")
+    curve = results["curve"]
+    if not isinstance(curve, list) or not curve:
+        raise ValueError(f"'curve' must be a non-empty list of runs; {where}")
+    for index, run in enumerate(curve):
+        lacking = [f for f in CURVE_FIELDS if not isinstance(run, dict) or f not in run]
+        if lacking:
+            raise ValueError(f"curve[{index}] lacks {lacking}; {where}")
+        if run["method"] not in METHODS:
+            raise ValueError(f"curve[{index}]: method must be one of {METHODS}, got "
+                             f"{run['method']!r}; {where}")  # fmt: skip
+        bad = [f for f in CURVE_FIELDS[1:] if not checks.is_finite_number(run[f])]
+        if bad:
+            raise ValueError(f"curve[{index}]: {bad} must be finite numbers; {where}")
+    default = results["default"]
+    lacking = [f for f in DEFAULT_FIELDS if not isinstance(default, dict) or f not in default]
+    if lacking:
+        raise ValueError(f"'default' lacks {lacking}; {where}")
+    bad = [f for f in DEFAULT_FIELDS if not checks.is_finite_number(default[f])]
+    if bad:
+        raise ValueError(f"'default': {bad} must be finite numbers; {where}")
+    slopes = results["slope_per_doubling"]
+    lacking = [m for m in METHODS if not isinstance(slopes, dict) or m not in slopes]
+    if lacking:
+        raise ValueError(f"'slope_per_doubling' lacks {lacking}; {where}")
+    bad = [m for m in METHODS if not checks.is_finite_number(slopes[m])]
+    if bad:
+        raise ValueError(f"'slope_per_doubling': {bad} must be finite numbers; {where}")
+
+
+def label_budget_figure(results: dict) -> go.Figure:
+    """Held-out accuracy against the number of labelled comparisons (log axis): one line for
+    pairwise training, one for K-wise, the default's mean ± std over seeds, the noise ceiling."""
+    check_label_budget(results)
+    fig = go.Figure()
+    for method in METHODS:
+        runs = sorted((r for r in results["curve"] if r["method"] == method),
+                      key=lambda r: r["comparisons"])  # fmt: skip
+        if not runs:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[r["comparisons"] for r in runs], y=[100 * r["accuracy"] for r in runs],
+            mode="lines+markers", name=f"{method} training",
+            customdata=[[r["steps"], r["texts_forwarded"], r["train_seconds"]] for r in runs],
+            hovertemplate="%{x} comparisons: %{y:.1f}%<br>%{customdata[0]} steps, "
+            "%{customdata[1]:,} texts forwarded<br>trained in %{customdata[2]:.0f} s"
+            f"<extra>{method}</extra>",
+        ))  # fmt: skip
+    default = results["default"]
+    seeds = len(default.get("runs", [])) or "several"
+    std = 100 * default["accuracy_std"]
+    fig.add_trace(go.Scatter(
+        x=[default["comparisons"]], y=[100 * default["accuracy_mean"]], mode="markers",
+        name=f"the book's reward model (K = {default.get('k', 4)}): mean ± std of {seeds} seeds",
+        marker={"size": 11, "symbol": "diamond"},
+        error_y={"type": "data", "array": [std], "visible": True},
+        hovertemplate=f"%{{x}} comparisons: %{{y:.1f}}% ± {std:.1f}<extra>default</extra>",
+    ))  # fmt: skip
+    fig.add_hline(y=100 * results["ceiling"], line_dash="dot", annotation_text="noise ceiling",
+                  annotation_position="bottom right")  # fmt: skip
+    fig.update_layout(title="Held-out accuracy against the number of labelled comparisons",
+                      xaxis={"type": "log", "title": "labelled comparisons (log scale)"},
+                      yaxis_title="held-out accuracy (%)", height=420,
+                      legend={"orientation": "h", "y": -0.25})  # fmt: skip
+    return fig
+
+
+def comparisons_for_gap(results: dict, gap: float, method: str = "K-wise") -> float:
+    """How many comparisons would bring the default to ``gap`` below the noise ceiling, if
+    accuracy kept rising by ``slope_per_doubling[method]`` per doubling (an extrapolation):
+    the default's own count if it is already that close, ``inf`` if the slope is not positive."""
+    check_label_budget(results)
+    default, slope = results["default"], results["slope_per_doubling"][method]
+    if default["gap_mean"] <= gap:
+        return float(default["comparisons"])
+    if slope <= 0:
+        return float("inf")
+    return default["comparisons"] * 2 ** ((default["gap_mean"] - gap) / slope)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the reward model errs: accuracy by slice of the held-out pairs
+# ---------------------------------------------------------------------------------------------
+
+NEGATION = re.compile(r"\b(?:not|no|never)\b|n't", re.IGNORECASE)
+INTENSIFIER = re.compile(r"\b(?:very|really|so|extremely|absolutely|totally)\b", re.IGNORECASE)
+LENGTH_WORDS = 5  # a length difference above this many words counts as "one text is longer"
+MEASURES = ("accuracy", "± s.e.", "agreement with gold", "noise ceiling", "gap to ceiling")
+
+
+def error_breakdown(split, r_chosen, r_rejected, annotators=None, margin_bins: int = 4):
+    """The reward model's accuracy by slice of a preference split, next to what is possible.
+
+    ``split`` has columns ``chosen``, ``rejected``, ``gold_chosen`` and ``gold_rejected`` (a
+    preference split of :mod:`rlhf_lib.preferences`, or a dict of lists); ``r_chosen`` and
+    ``r_rejected`` are the reward model's scores of its pairs. The slices: every pair; the
+    quantile bins of the gold margin ``|gold_chosen - gold_rejected|``; and three features that
+    mark one side of a pair, the *marked* side: one text longer by more than
+    :data:`LENGTH_WORDS` words (the longer one), a negation on one side only, an intensifier on
+    one side only. A row holds the slice's pair count, the accuracy (the reward model ranks the
+    labelled winner first) with its standard error, the agreement with gold, the expected noise
+    ceiling (:func:`rlhf_lib.annotators.noise_ceiling` over the slice) and the gap to it; feature
+    rows add how often the reward model, the gold preference and the labels pick the marked side.
+    An empty slice is a row with count 0 and NaN elsewhere.
+    """
+    from rlhf_lib.annotators import make_annotators, noise_ceiling
+
+    columns = split.column_names if hasattr(split, "column_names") else list(split)
+    missing = [
+        c for c in ("chosen", "rejected", "gold_chosen", "gold_rejected") if c not in columns
+    ]
+    if missing:
+        raise ValueError(f"error_breakdown: the split lacks columns {missing} (it has {columns}); "
+                         "pass a preference split with its hidden gold scores.")  # fmt: skip
+    if not checks.is_int(margin_bins) or margin_bins < 1:
+        raise ValueError(
+            f"error_breakdown: margin_bins must be a positive int, got {margin_bins!r}"
+        )
+    chosen, rejected = list(split["chosen"]), list(split["rejected"])
+    r_c = checks.finite_numbers(r_chosen, "error_breakdown: r_chosen")
+    r_r = checks.finite_numbers(r_rejected, "error_breakdown: r_rejected")
+    g_c = checks.finite_numbers(split["gold_chosen"], "error_breakdown: gold_chosen")
+    g_r = checks.finite_numbers(split["gold_rejected"], "error_breakdown: gold_rejected")
+    checks.same_length("error_breakdown", pairs=chosen, r_chosen=r_c, r_rejected=r_r)
+    annotators = annotators if annotators is not None else make_annotators()
+
+    rm_right, gold_right = r_c > r_r, g_c > g_r  # ties count as the rejected side, as elsewhere
+
+    def row(name, by, sel, marked_chosen=None):
+        n = int(sel.sum())
+        out = {"slice": name, "by": by, "pairs": n}
+        if n == 0:
+            out.update(dict.fromkeys(MEASURES, float("nan")))
+        else:
+            acc = float(rm_right[sel].mean())
+            ceiling = noise_ceiling(g_c[sel], g_r[sel], annotators)
+            out.update({"accuracy": acc, "± s.e.": (acc * (1 - acc) / n) ** 0.5,
+                        "agreement with gold": float((rm_right == gold_right)[sel].mean()),
+                        "noise ceiling": ceiling, "gap to ceiling": ceiling - acc})  # fmt: skip
+        if marked_chosen is not None:  # which side of each selected pair has the feature
+            m = marked_chosen[sel]
+            picks = {"RM picks the marked side": rm_right[sel] == m,
+                     "gold picks it": gold_right[sel] == m, "label picks it": m}  # fmt: skip
+            out.update({k: float(v.mean()) if n else float("nan") for k, v in picks.items()})
+        return out
+
+    rows = [row("all pairs", "all", np.ones(len(chosen), dtype=bool))]
+    margin = np.abs(g_c - g_r)
+    quantiles = np.linspace(0, 1, margin_bins + 1)
+    edges = np.quantile(margin, quantiles) if margin.size else np.zeros(margin_bins + 1)
+    # bin b holds edges[b] <= margin < edges[b + 1]; the last bin also holds the largest margin.
+    # Tied margins can make two edges equal, and the bin between them empty.
+    bins = np.clip(np.searchsorted(edges, margin, side="right") - 1, 0, margin_bins - 1)
+    for b in range(margin_bins):
+        close = "]" if b == margin_bins - 1 else ")"
+        name = f"|Δgold| in [{edges[b]:.2f}, {edges[b + 1]:.2f}{close}"
+        rows.append(row(name, "gold margin", bins == b))
+    words_c = np.array([len(t.split()) for t in chosen])
+    words_r = np.array([len(t.split()) for t in rejected])
+    for name, c_has, r_has, by in (
+        (f"one text longer by > {LENGTH_WORDS} words", words_c - words_r > LENGTH_WORDS,
+         words_r - words_c > LENGTH_WORDS, "length"),
+        ("a negation on one side only", *_marks(NEGATION, chosen, rejected), "negation"),
+        ("an intensifier on one side only", *_marks(INTENSIFIER, chosen, rejected), "intensifier"),
+    ):  # fmt: skip
+        rows.append(row(name, by, c_has ^ r_has, marked_chosen=c_has))
+    return pd.DataFrame(rows).set_index("slice")
+
+
+def _marks(pattern, chosen, rejected):
+    """Whether each chosen and each rejected text matches ``pattern``, as two bool arrays."""
+    return tuple(np.array([bool(pattern.search(t)) for t in texts], dtype=bool)
+                 for texts in (chosen, rejected))  # fmt: skip

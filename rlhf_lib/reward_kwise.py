@@ -45,6 +45,14 @@ def kwise_loss(rewards: torch.Tensor, prefer: torch.Tensor, label_smoothing: flo
     return loss.mean()
 
 
+def centring_penalty(rewards: torch.Tensor, prefer: torch.Tensor) -> torch.Tensor:
+    """TRL's reward-centring term, ``mean((r_chosen + r_rejected)^2)``, over every labelled pair
+    of every group (Eisenstein et al.): it keeps rewards near 0 without changing which text wins.
+    With K = 2 it is exactly what TRL's ``RewardTrainer`` adds."""
+    g, i, j = torch.nonzero(prefer.bool(), as_tuple=True)
+    return torch.mean((rewards[g, i] + rewards[g, j]) ** 2)
+
+
 def group_rows(tokenizer, prompt: str, completions: list[str], wins: dict, max_length: int):
     """One training row: ``completion_ids`` (K id lists) and ``prefer`` (K x K 0/1), or ``None``
     if a text is longer than ``max_length`` tokens (TRL would drop such a pair too).
@@ -141,7 +149,7 @@ class KWiseRewardTrainer(RewardTrainer):
         rewards = outputs.logits.squeeze(-1).view(prefer.shape[0], prefer.shape[1])
         loss = kwise_loss(rewards, prefer, self.label_smoothing)
         if self.args.center_rewards_coefficient is not None:
-            loss = loss + self.args.center_rewards_coefficient * torch.mean(rewards**2)
+            loss = loss + self.args.center_rewards_coefficient * centring_penalty(rewards, prefer)
         mode = "train" if self.model.training else "eval"
         with torch.no_grad():
             g, i, j = torch.nonzero(prefer, as_tuple=True)

@@ -13,7 +13,7 @@ from rlhf_lib.reward import bradley_terry_loss
 from rlhf_lib.reward_kwise import KWiseCollator, all_pairs, kwise_loss
 
 
-def trl_pairwise_loss(r_chosen, r_rejected):
+def trl_pairwise_loss(r_chosen, r_rejected, center=None):
     """TRL's own ``RewardTrainer.compute_loss`` on these rewards (its code, with a stand-in model
     that returns them as logits: chosen first, then rejected, as TRL's collator stacks them)."""
     from trl import RewardTrainer
@@ -21,7 +21,7 @@ def trl_pairwise_loss(r_chosen, r_rejected):
     logits = torch.cat([r_chosen, r_rejected]).unsqueeze(-1)
     model = SimpleNamespace(training=False)
     identity = SimpleNamespace(gather=lambda x: x, gather_for_metrics=lambda x: x)
-    fake = SimpleNamespace(model=model, args=SimpleNamespace(center_rewards_coefficient=None),
+    fake = SimpleNamespace(model=model, args=SimpleNamespace(center_rewards_coefficient=center),
                            accelerator=identity, _metrics={"eval": defaultdict(list)},
                            _total_train_tokens=0)  # fmt: skip
     call = lambda **inputs: SimpleNamespace(logits=logits)  # noqa: E731
@@ -37,6 +37,25 @@ def test_k2_equals_trl_pairwise_loss():
     ours = kwise_loss(rewards, prefer)
     torch.testing.assert_close(ours, trl_pairwise_loss(r_chosen, r_rejected))
     torch.testing.assert_close(ours, bradley_terry_loss(r_chosen, r_rejected))
+
+
+def test_k2_with_centring_equals_trl_pairwise_loss():
+    """The whole training loss of KWiseRewardTrainer, centring term included, is TRL's at K = 2."""
+    from rlhf_lib.reward_kwise import KWiseRewardTrainer
+
+    torch.manual_seed(2)
+    r_chosen, r_rejected = torch.randn(16) + 1.0, torch.randn(16)  # off-centre, so it matters
+    rewards = torch.stack([r_chosen, r_rejected], dim=1)
+    prefer = torch.zeros(16, 2, 2, dtype=torch.bool)
+    prefer[:, 0, 1] = True
+    logits = rewards.reshape(-1, 1)  # group-major, as KWiseCollator stacks the texts
+    fake = SimpleNamespace(model=SimpleNamespace(training=False), label_smoothing=0.0,
+                           args=SimpleNamespace(center_rewards_coefficient=0.01),
+                           _metrics={"eval": defaultdict(list)})  # fmt: skip
+    call = lambda **inputs: SimpleNamespace(logits=logits)  # noqa: E731
+    inputs = {"input_ids": None, "attention_mask": None, "prefer": prefer}
+    ours = KWiseRewardTrainer.compute_loss(fake, call, inputs)
+    torch.testing.assert_close(ours, trl_pairwise_loss(r_chosen, r_rejected, center=0.01))
 
 
 def test_k2_order_of_texts_does_not_matter():
