@@ -292,8 +292,9 @@ def error_breakdown(split, r_chosen, r_rejected, annotators=None, margin_bins: i
                         "noise ceiling": ceiling, "gap to ceiling": ceiling - acc})  # fmt: skip
         if marked_chosen is not None:  # which side of each selected pair has the feature
             m = marked_chosen[sel]
-            picks = {"RM picks the marked side": rm_right[sel] == m,
-                     "gold picks it": gold_right[sel] == m, "label picks it": m}  # fmt: skip
+            picks = {"RM picks marked": rm_right[sel] == m,
+                     "gold picks marked": gold_right[sel] == m,
+                     "label picks marked": m}  # fmt: skip
             out.update({k: float(v.mean()) if n else float("nan") for k, v in picks.items()})
         return out
 

@@ -61,19 +61,19 @@ def test_error_breakdown_feature_slices_and_the_marked_side():
     assert negation["accuracy"] == pytest.approx(0.5)
     assert negation["noise ceiling"] == pytest.approx(ceiling([1, 3]))
     # the negated side: chosen in pair 1, rejected in pair 3; the RM picked neither
-    assert negation["RM picks the marked side"] == pytest.approx(0.0)
-    assert negation["gold picks it"] == pytest.approx(0.5)  # gold prefers "ok" over "never again"
-    assert negation["label picks it"] == pytest.approx(0.5)
+    assert negation["RM picks marked"] == pytest.approx(0.0)
+    assert negation["gold picks marked"] == pytest.approx(0.5)  # gold: "ok" over "never again"
+    assert negation["label picks marked"] == pytest.approx(0.5)
     length = table[table["by"] == "length"].iloc[0]
     assert length["pairs"] == 1  # only pair 2 differs by more than 5 words
-    assert length["RM picks the marked side"] == length["gold picks it"] == 1.0
+    assert length["RM picks marked"] == length["gold picks marked"] == 1.0
 
 
 def test_error_breakdown_an_empty_slice_is_a_row_of_nans():
     intensifier = breakdown()[lambda t: t["by"] == "intensifier"].iloc[0]
     assert intensifier["pairs"] == 0
     assert math.isnan(intensifier["accuracy"]) and math.isnan(intensifier["noise ceiling"])
-    assert math.isnan(intensifier["RM picks the marked side"])
+    assert math.isnan(intensifier["RM picks marked"])
 
 
 def test_error_breakdown_margin_bins():
