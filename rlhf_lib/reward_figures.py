@@ -156,29 +156,22 @@ def check_label_budget(results: dict) -> None:
     if not isinstance(curve, list) or not curve:
         raise ValueError(f"'curve' must be a non-empty list of runs; {where}")
     for index, run in enumerate(curve):
-        lacking = [f for f in CURVE_FIELDS if not isinstance(run, dict) or f not in run]
-        if lacking:
-            raise ValueError(f"curve[{index}] lacks {lacking}; {where}")
+        _require_numbers(run, CURVE_FIELDS, f"curve[{index}]", where, text_fields=("method",))
         if run["method"] not in METHODS:
             raise ValueError(f"curve[{index}]: method must be one of {METHODS}, got "
                              f"{run['method']!r}; {where}")  # fmt: skip
-        bad = [f for f in CURVE_FIELDS[1:] if not checks.is_finite_number(run[f])]
-        if bad:
-            raise ValueError(f"curve[{index}]: {bad} must be finite numbers; {where}")
-    default = results["default"]
-    lacking = [f for f in DEFAULT_FIELDS if not isinstance(default, dict) or f not in default]
+    _require_numbers(results["default"], DEFAULT_FIELDS, "'default'", where)
+    _require_numbers(results["slope_per_doubling"], METHODS, "'slope_per_doubling'", where)
+
+
+def _require_numbers(value, fields, name: str, where: str, text_fields=()) -> None:
+    """``value`` must be a dict holding every field, each a finite number (but ``text_fields``)."""
+    lacking = [f for f in fields if not isinstance(value, dict) or f not in value]
     if lacking:
-        raise ValueError(f"'default' lacks {lacking}; {where}")
-    bad = [f for f in DEFAULT_FIELDS if not checks.is_finite_number(default[f])]
+        raise ValueError(f"{name} lacks {lacking}; {where}")
+    bad = [f for f in fields if f not in text_fields and not checks.is_finite_number(value[f])]
     if bad:
-        raise ValueError(f"'default': {bad} must be finite numbers; {where}")
-    slopes = results["slope_per_doubling"]
-    lacking = [m for m in METHODS if not isinstance(slopes, dict) or m not in slopes]
-    if lacking:
-        raise ValueError(f"'slope_per_doubling' lacks {lacking}; {where}")
-    bad = [m for m in METHODS if not checks.is_finite_number(slopes[m])]
-    if bad:
-        raise ValueError(f"'slope_per_doubling': {bad} must be finite numbers; {where}")
+        raise ValueError(f"{name}: {bad} must be finite numbers; {where}")
 
 
 def label_budget_figure(results: dict) -> go.Figure:
