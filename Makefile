@@ -35,7 +35,7 @@ $(STAMP): requirements.txt pyproject.toml
 book: setup
 	$(BIN)/python -m rlhf_lib.stages
 	rm -rf _build/html _build/jupyter_execute
-	$(BIN)/jupyter-book build . --all
+	$(BIN)/python tools/build_book.py
 	@echo
 	@echo "The website is at $(CURDIR)/_build/html/index.html"
 
@@ -55,7 +55,7 @@ unit: setup
 book-strict: setup
 	$(BIN)/python -m rlhf_lib.stages
 	rm -rf _build/html _build/jupyter_execute
-	$(BIN)/jupyter-book build . --all $(JB_FLAGS_STRICT)
+	$(BIN)/python tools/build_book.py $(JB_FLAGS_STRICT)
 
 # Opens every built page in headless Chromium (Debian's chromium package).
 browser: setup

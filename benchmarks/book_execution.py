@@ -1,21 +1,28 @@
 """Execute every page of the book in a fresh kernel and record its wall time and peak memory.
 
-    python benchmarks/book_execution.py [--cold] [--out FILE.json] [PAGE.md ...]
+    python benchmarks/book_execution.py [--cold] [--jobs N] [--out FILE.json] [PAGE.md ...]
 
 Each page of _toc.yml is converted from MyST markdown by jupytext and run by nbclient in its own
 kernel, as the website build does. A sampler thread reads the resident memory of the kernel
 process (and its children) every 50 ms; the peak is what a Binder reader's 2 GB must hold.
-Pages run in book order and share the stage cache, as in a real build. ``--cold`` starts from an
-empty cache (a temporary folder) and, as ``make book`` does, first trains the book's stages two at
-a time (``python -m rlhf_lib.stages``); its wall time and peak memory are reported apart from the
-pages', and so is any stage a page still had to build itself (there should be none).
+The pages run as ``make book`` runs them (``tools/build_book.py``): in the build's chunks, one
+process per job (2 by default, ``RLHF_BOOK_JOBS``), each executing its chunk's pages in order;
+a page's wall time is therefore measured beside the other job's page. They share the stage
+cache, as in a real build. ``--cold`` starts from an empty cache (a temporary folder) and, as
+``make book`` does, first trains the book's stages two at a time (``python -m rlhf_lib.stages``);
+its wall time and peak memory are reported apart from the pages', and so is any stage a page
+still had to build itself (there should be none). The whole book's time is the stages' wall time
+plus the pages' (from the first page started to the last page finished). A ``--cold`` run then
+builds the book once more, every stage now cached, and reports that second build as ``warm``.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
+import multiprocessing
 import os
 import platform
 import sys
@@ -32,7 +39,7 @@ from rlhf_lib.cache import list_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from twins import notebook_pages  # noqa: E402  (the toc's notebook pages, in book order)
+from build_book import build_jobs, page_chunks  # noqa: E402  (what make book runs, and how)
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from page_weight import git_state  # noqa: E402  (the commit measured, as page_weight.json)
@@ -94,6 +101,28 @@ def execute_page(page: Path) -> dict:
     }
 
 
+def execute_chunk(chunk: list[Path]) -> list[dict]:
+    """Execute a chunk's pages one after the other (in a worker process, as Sphinx does)."""
+    results = []
+    for page in chunk:
+        result = execute_page(page)
+        results.append(result)
+        wall, peak = result["wall_seconds"], result["peak_rss_mb"]
+        status = f"  ERROR: {result['error']}" if result["error"] else ""
+        print(f"{result['page']:<45} {wall:>7.1f} s {peak:>6.0f} MB{status}", flush=True)
+    return results
+
+
+def execute_pages(chunks: list[list[Path]], jobs: int) -> tuple[float, list[list[dict]]]:
+    """Every chunk's pages, ``jobs`` processes at a time as Sphinx reads them (a free process
+    takes the next chunk); the wall seconds from the first page started to the last finished."""
+    started = time.perf_counter()
+    spawn = multiprocessing.get_context("spawn")  # fresh workers, as the stage builder's
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=spawn) as pool:
+        results = list(pool.map(execute_chunk, chunks))
+    return time.perf_counter() - started, results
+
+
 def machine() -> dict:
     cpu_model = platform.processor()
     try:
@@ -140,7 +169,15 @@ def main() -> int:
     parser.add_argument("--keep-cache", metavar="DIR",
                         help="with --cold: build the stages in DIR (new or empty) and keep them, "
                         "so a later `make book` with RLHF_BOOK_CACHE=DIR reuses them")  # fmt: skip
-    parser.add_argument("pages", nargs="*", help="only these pages (default: every toc page)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=build_jobs(),
+        help="pages executed at a time, as make book (default: %(default)s)",
+    )
+    parser.add_argument(
+        "pages", nargs="*", help="only these pages, one after the other (default: every toc page)"
+    )
     args = parser.parse_args()
     measured = git_state()  # the code checked out when the run starts is the code it measures
 
@@ -158,32 +195,41 @@ def main() -> int:
 
     stages = build_stages() if args.cold else None
     before = {s["path"] for s in list_stages()}
-    pages = []
-    for page in [Path(p).resolve() for p in args.pages] or notebook_pages():
-        result = execute_page(page)
-        pages.append(result)
-        wall, peak = result["wall_seconds"], result["peak_rss_mb"]
-        status = f"  ERROR: {result['error']}" if result["error"] else ""
-        print(f"{result['page']:<45} {wall:>7.1f} s {peak:>6.0f} MB{status}", flush=True)
+    chunks = [[Path(p).resolve() for p in args.pages]] if args.pages else page_chunks(args.jobs)
+    pages_wall, results = execute_pages(chunks, args.jobs)
+    pages = [page for chunk in results for page in chunk]
+    built_by_pages = sorted(Path(s["path"]).name for s in list_stages() if s["path"] not in before)
+    warm = None
+    if args.cold and not args.pages:
+        # The same book again, now that every stage is cached: what a second `make book` costs.
+        print("again, with every stage cached:", flush=True)
+        warm_stages = build_stages()
+        warm_pages_wall, _ = execute_pages(chunks, args.jobs)
+        warm = {
+            "stages_wall_seconds": warm_stages["wall_seconds"],
+            "pages_wall_seconds": round(warm_pages_wall, 2),
+            "total_wall_seconds": round(warm_stages["wall_seconds"] + warm_pages_wall, 2),
+        }
     report = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine(),
         "git": measured,
         "cache": "cold" if args.cold else "warm (whatever RLHF_BOOK_CACHE held)",
         "stages": stages,
+        "page_jobs": args.jobs,
+        "page_chunks": [[page["page"] for page in chunk] for chunk in results],
+        "pages_wall_seconds": round(pages_wall, 2),
         "pages": pages,
-        "stages_built_by_pages": sorted(
-            Path(s["path"]).name for s in list_stages() if s["path"] not in before
-        ),  # fmt: skip
-        "total_wall_seconds": round(
-            sum(p["wall_seconds"] for p in pages) + (stages["wall_seconds"] if stages else 0), 2
-        ),
+        "stages_built_by_pages": built_by_pages,
+        "total_wall_seconds": round(pages_wall + (stages["wall_seconds"] if stages else 0), 2),
         "max_peak_rss_mb": max(p["peak_rss_mb"] for p in pages),
+        "warm": warm,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"total {report['total_wall_seconds']:.1f} s, max peak {report['max_peak_rss_mb']:.0f} MB"
+        + (f"; warm {warm['total_wall_seconds']:.1f} s" if warm else "")
     )
     print(f"wrote {args.out}")
     if cold_dir:

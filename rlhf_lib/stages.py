@@ -90,6 +90,11 @@ BOOK_STAGES = {
         )
         for scale in sorted(KL_SWEEP, key=lambda s: s != 1.0)  # the default run first: ch. 5, 6
     },
+    # chapter 6's record of chapter 5's default run (its checkpoints, read from that run)
+    "Chapter 6's PPO record (ch. 6)": (
+        ("PPO, 1 x default KL coefficient (ch. 5)",),
+        partial(_method, "ppo"),
+    ),
     "GRPO, TRL (ch. 6)": (("reward model (ch. 4)",), partial(_method, "grpo")),
     "RLOO, TRL (ch. 6)": (("reward model (ch. 4)",), partial(_method, "rloo")),
     "DPO, TRL (ch. 6)": (("reward model (ch. 4)",), partial(_method, "dpo")),

@@ -57,6 +57,8 @@ def execution_report(seconds=(5, 40, 60, 100, 30), peaks=(300, 900, 1200, 800, 5
     ]
     report = {"date": "2026-11-28T00:31:02+00:00", "machine": dict(MACHINE), "cache": "cold"}
     report.update(pages=pages, total_wall_seconds=sum(seconds), max_peak_rss_mb=max(peaks))
+    report.update(warm={"stages_wall_seconds": 5.0, "pages_wall_seconds": 100.0,
+                        "total_wall_seconds": 105.0})  # fmt: skip
     report.update(changes)
     return report
 
@@ -220,7 +222,7 @@ def _statuses(report, root):
 
 def test_execution_targets_flip(tmp_path):
     root = toy_book(tmp_path)
-    met = {"total": "met", "chapter": "met", "memory": "met", "errors": "met"}
+    met = {"total": "met", "warm": "met", "chapter": "met", "memory": "met", "errors": "met"}
     assert _statuses(execution_report(), root) == met
     # a chapter of 181 s, a book of 601 s, a kernel of 2049 MB: each target misses alone
     assert _statuses(execution_report(seconds=(5, 100, 81, 20, 30)), root)["chapter"] == "missed"
@@ -230,7 +232,8 @@ def test_execution_targets_flip(tmp_path):
     heavy = _statuses(execution_report(peaks=(300, 900, 2049, 800, 500)), root)
     assert heavy == {**met, "memory": "missed"}
     # runs that do not match the conditions test nothing
-    untested = {"total": "not tested", "chapter": "not tested", "memory": "not tested"}
+    untested = {"total": "not tested", "warm": "not tested", "chapter": "not tested",
+                "memory": "not tested"}  # fmt: skip
     warm = execution_report(
         seconds=(5, 100, 81, 20, 30), cache="warm (whatever RLHF_BOOK_CACHE held)"
     )
@@ -248,6 +251,30 @@ def test_execution_targets_flip(tmp_path):
         targets = perf.execution_targets(execution_report(machine=machine), root)
         assert targets["total"]["status"] == "not tested"
         assert targets["total"]["why"] == "the report does not record how many cores the run had"
+
+
+def test_pages_run_side_by_side_count_their_wall_time_not_their_sum(tmp_path):
+    root = toy_book(tmp_path)
+    # 651 s of pages one after the other, 340 s two at a time, after 250 s of stage builds
+    side_by_side = execution_report(
+        seconds=(150, 100, 50, 150, 151), pages_wall_seconds=340.0, stages={"wall_seconds": 250.0}
+    )
+    assert perf.book_seconds(side_by_side) == 590.0
+    assert _statuses(side_by_side, root)["total"] == "met"
+    one_at_a_time = execution_report(seconds=(150, 100, 50, 150, 151))
+    assert perf.book_seconds(one_at_a_time) == 601.0
+    assert _statuses(one_at_a_time, root)["total"] == "missed"
+
+
+def test_the_warm_target(tmp_path):
+    root = toy_book(tmp_path)
+    slow = execution_report(warm={"total_wall_seconds": 241.0})
+    assert _statuses(slow, root)["warm"] == "missed"
+    assert perf.warm_book_seconds(slow) == 241.0
+    targets = perf.execution_targets(execution_report(warm=None), root)
+    assert targets["warm"]["status"] == "not tested"
+    assert targets["warm"]["why"] == "the report has no second, cached build"
+    assert targets["total"]["status"] == "met"
 
 
 # --- our PPO against TRL -------------------------------------------------------------------------
@@ -326,7 +353,7 @@ def test_targets_table_lists_every_target(tmp_path):
         perf.execution_targets(execution_report(), toy_book(tmp_path)),
         perf.method_targets(methods_report()),
     )
-    assert len(table) == 6 and list(table.columns) == ["measured", "status", "why"]
+    assert len(table) == 7 and list(table.columns) == ["measured", "status", "why"]
     assert set(table["status"]) == {"met"}
 
 
@@ -412,7 +439,7 @@ def test_targets_table_takes_the_page_weight_targets(tmp_path):
         perf.execution_targets(execution_report(), toy_book(tmp_path)),
         perf.page_weight_targets(weight_report(site_mb=149), TOY_TOC),
     )
-    assert len(table) == 7 and list(table.columns) == ["measured", "status", "why"]
+    assert len(table) == 8 and list(table.columns) == ["measured", "status", "why"]
     assert table.loc["the whole website ≤ 40 MB", "status"] == "missed"
 
 

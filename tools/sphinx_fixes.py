@@ -26,6 +26,12 @@
    ``listitem``), and axe-core no longer counts it as an item of the list, so a screen reader
    sees a broken list (axe: aria-required-children, critical; aria-deprecated-role). We write
    ``role="listitem"`` instead; the entries keep their ``citation`` class, which the theme styles.
+7. Pages read (and executed) two at a time (``tools/build_book.py``). Sphinx reads in parallel
+   only if every extension says it is safe, and two of Jupyter Book's do not say: Sphinx then
+   reads one page at a time and warns, which ``-W`` makes fatal. Both are safe to read in
+   parallel: ``sphinx_multitoc_numbering`` only replaces the section numbering that Sphinx runs
+   in the main process after all pages are read, and ``sphinx_jupyterbook_latex`` only adds
+   transforms that act under the LaTeX builder and keep no state between documents.
 
 The browser test (tests/test_browser.py) fails on any console error, on unrendered math and on
 any serious or critical axe-core finding (WCAG 2.1 A and AA), so a regression shows at once.
@@ -117,10 +123,22 @@ def _load_plotly_js_where_needed(app, pagename, templatename, context, doctree):
         app.add_js_file(PLOTLY_JS, priority=100)  # on this page only (html-page-context)
 
 
+# Extensions that do not declare ``parallel_read_safe`` but are (point 7 above).
+PARALLEL_READ_SAFE = ("sphinx_multitoc_numbering", "sphinx_jupyterbook_latex")
+
+
+def _declare_parallel_read_safe(app):
+    for name in PARALLEL_READ_SAFE:
+        extension = app.extensions.get(name)
+        if extension is not None and extension.parallel_read_safe is None:  # None: undeclared
+            extension.parallel_read_safe = True
+
+
 def setup(app):
     # Kernels started by the build inherit this: rlhf_lib then renders figures for the site.
     os.environ["RLHF_BOOK_BUILD"] = "1"
     app.connect("config-inited", _use_local_mathjax)
+    app.connect("builder-inited", _declare_parallel_read_safe)
     app.connect("build-finished", _copy_mathjax)
     app.connect("build-finished", _copy_plotly_js)
     app.connect("build-finished", _compact_downloadable_notebooks)

@@ -116,8 +116,8 @@ def colab_cell_source() -> str:
     )
 
 
-def notebook_pages() -> list[Path]:
-    """Every page in _toc.yml written as a notebook (a .md file with a jupytext header)."""
+def toc_files() -> list[str]:
+    """Every file of _toc.yml, in book order, as the toc names it (``book/intro``)."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [toc["root"]]
 
@@ -130,8 +130,13 @@ def notebook_pages() -> list[Path]:
 
     walk(toc.get("parts"))
     walk(toc.get("chapters"))
+    return files
+
+
+def notebook_pages() -> list[Path]:
+    """Every page in _toc.yml written as a notebook (a .md file with a jupytext header)."""
     pages = []
-    for name in files:
+    for name in toc_files():
         path = ROOT / (name if name.endswith(".md") else f"{name}.md")
         if path.exists() and path.read_text().startswith("---\njupytext:"):
             pages.append(path)
