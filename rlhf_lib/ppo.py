@@ -318,9 +318,9 @@ class PPOConfig:
     # the value model: "separate" (a network of its own, as InstructGPT and TRL's PPO), or
     # "shared" (a linear head on the policy's last hidden state: one forward pass for both)
     value_model: str = "separate"
-    # a separate critic with only its first blocks (None: all; unused with "shared"). 1: of the six
-    # value models benchmarks/value_models.py measures over 3 seeds, the most gold gain per
-    # CPU-second (results/value_models.json; the Performance page shows the figures)
+    # a separate critic with only its first blocks (None: all; unused with "shared"). 1: chosen
+    # from the six value models benchmarks/value_models.py measures over 3 seeds (gold gain per
+    # CPU-second; the Performance page shows the figures and whether it is still the best)
     critic_layers: int | None = 1
     value_epochs: int | None = None  # train the values in the first value_epochs passes only
     critic_warmup_epochs: int = 0  # value-only passes over the first rollout (separate critic)
