@@ -230,8 +230,13 @@ def unmeasured_pages(report: dict, root: str | Path | None = None) -> list[str]:
 
 
 def execution_table(report: dict, chapters: dict[str, str] | None = None) -> pd.DataFrame:
-    """One row per measured page, in the report's (book) order: its chapter, seconds, peak MB."""
+    """One row per measured page, in book order (the order of ``chapters``; pages it lacks follow
+    in the report's order): its chapter, seconds, peak MB. The benchmark writes the pages in the
+    order it ran them, which with two at a time is not the book's."""
     chapters = toc_chapters() if chapters is None else chapters
+    entries = _entries(report, "pages", PAGE_FIELDS, "book_execution")
+    book_order = {page: index for index, page in enumerate(chapters)}
+    entries = sorted(entries, key=lambda p: book_order.get(p["page"], len(book_order)))  # stable
     rows = [
         {
             "chapter": chapters.get(p["page"], NOT_IN_TOC),
@@ -241,7 +246,7 @@ def execution_table(report: dict, chapters: dict[str, str] | None = None) -> pd.
             "code cells": p.get("code_cells"),
             "error": p.get("error") or "",
         }
-        for p in _entries(report, "pages", PAGE_FIELDS, "book_execution")
+        for p in entries
     ]
     return pd.DataFrame(rows)
 

@@ -198,7 +198,7 @@ def test_toy_toc_grouping_and_unmeasured_pages(tmp_path):
 
 def test_chapter_summary_totals_equal_sums():
     report = execution_report()
-    report["pages"] = report["pages"][::-1]  # the summary keeps book order, not report order
+    report["pages"] = report["pages"][::-1]  # both keep book order, not report order
     report["pages"].append({"page": "book/old/gone.md", "wall_seconds": 7, "peak_rss_mb": 100})
     pages, summary = perf.execution_table(report, CHAPTERS), perf.chapter_summary(report, CHAPTERS)
     assert list(summary.index) == ["Introduction", "Part A", "Part B", "Part C", perf.NOT_IN_TOC]
@@ -206,7 +206,7 @@ def test_chapter_summary_totals_equal_sums():
     assert summary.loc["Part A", "seconds"] == pytest.approx(40 + 60)
     assert summary.loc["Part A", "peak MB"] == 1200
     assert summary["pages"].sum() == len(pages) == 6
-    assert list(pages["page"][:2]) == ["c/four", "b/three"]
+    assert list(pages["page"]) == ["intro", "a/one", "a/two", "b/three", "c/four", "old/gone"]
 
 
 def test_chapter_summary_flags():
@@ -703,3 +703,12 @@ def test_value_model_verdicts_follow_the_numbers():
     assert "overlap: with these seeds" in perf.value_models_verdict(noisy)
     alone = value_report(("whole", default, 0.30, 60.0, 0.001), ("cut", other, 0.20, 40.0, 0.001))
     assert perf.value_models_verdict(alone).startswith("the separate critic with all its blocks")
+
+
+def test_the_table_is_in_book_order_whatever_order_the_pages_ran_in():
+    report = execution_report()
+    in_book_order = [p["page"] for p in report["pages"]]
+    report["pages"].reverse()  # two at a time, the pages finish in the order of their chunks
+    table = perf.execution_table(report, CHAPTERS)
+    assert ["book/" + page + ".md" for page in table["page"]] == in_book_order
+    assert list(perf.execution_table(report, {})["page"]) == list(reversed(table["page"]))
