@@ -216,7 +216,7 @@ def main() -> int:
         "git": measured,
         "cache": "cold" if args.cold else "warm (whatever RLHF_BOOK_CACHE held)",
         "stages": stages,
-        "page_jobs": args.jobs,
+        "page_jobs": min(args.jobs, len(chunks)),  # named pages run one after the other
         "page_chunks": [[page["page"] for page in chunk] for chunk in results],
         "pages_wall_seconds": round(pages_wall, 2),
         "pages": pages,
