@@ -35,21 +35,24 @@ def in_fresh_processes(script: str, names, seeds, tag: str,
                        done: Callable[[dict], str]) -> list[list[dict]]:  # fmt: skip
     """Run ``script --one NAME --seeds SEED`` for every name and seed, each in a new process;
     return every name's runs (the JSON each wrote), in order. ``done(run)`` words a finished run
-    for the progress line."""
+    for the progress line.
+
+    The runs go seed by seed, every name in turn (seed 0 of each, then seed 1 of each, ...): a
+    slower spell of the machine then falls on every name alike instead of on one name's runs, so
+    it moves a ratio of CPU-seconds less (run name by name, one method's mean CPU-seconds moved
+    by up to 13% between two runs of identical work)."""
     env = {**os.environ, "RLHF_BOOK_BUILD": "1"}  # one summary line per progress bar
-    results = []
+    results = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run.json"
-        for name in names:
-            runs = []
-            for seed in seeds:
+        for seed in seeds:
+            for name in names:
                 print(f"[{tag}] {name}, seed {seed} ...", flush=True)
                 subprocess.run([sys.executable, script, "--one", name, "--seeds", str(seed),
                                 "--out", str(out)], check=True, env=env)  # fmt: skip
-                runs.append(json.loads(out.read_text()))
-                print(f"[{tag}] {name}, seed {seed}: {done(runs[-1])}", flush=True)
-            results.append(runs)
-    return results
+                results[name].append(json.loads(out.read_text()))
+                print(f"[{tag}] {name}, seed {seed}: {done(results[name][-1])}", flush=True)
+    return [results[name] for name in names]
 
 
 def write_report(out, tag: str, measured: dict, **fields) -> dict:

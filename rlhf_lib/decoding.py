@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 import torch
 
 from rlhf_lib import checks
+from rlhf_lib.rollout import forward_with_cache
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -98,19 +99,6 @@ def _vocab_size(model) -> int | None:
 _context_length = checks.context_length
 
 
-@torch.no_grad()
-def _forward_with_cache(model, ids: torch.Tensor, past):
-    """One cached forward step: ``(output, cache)``; the cache grows by one position per layer.
-
-    transformers renamed ``past_key_values`` to ``cache`` during 5.x; Colab may have either.
-    """
-    if "cache" in inspect.signature(model.forward).parameters:
-        out = model(ids, cache=past, use_cache=True)
-        return out, out.cache
-    out = model(ids, past_key_values=past, use_cache=True)
-    return out, out.past_key_values
-
-
 def generate(
     model,
     input_ids: torch.Tensor,
@@ -167,7 +155,8 @@ def generate(
     for _ in range(max_new_tokens):
         if use_cache:
             # first step: the whole prompt; later steps: only the newest token, plus the cache
-            out, past = _forward_with_cache(model, ids if past is None else ids[:, -1:], past)
+            newest = ids if past is None else ids[:, -1:]
+            out, past = forward_with_cache(model, past, input_ids=newest)
         else:  # the whole sequence again (an HF model, or our own GPT / LLaMA)
             out = model(ids, use_cache=False) if hasattr(model, "generation_config") else model(ids)
         logits = _logits(out)[:, -1, :]  # [B, vocab]: the distribution of the next token

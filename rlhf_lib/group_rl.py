@@ -142,15 +142,16 @@ class GroupTrainer(PPOTrainer):
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(len(rollout.prompts), generator=self.generator)
             for mb in order.split(cfg.mini_batch_size):
-                part, mask = rollout.select(mb), rollout.mask[mb]
+                part, n = rollout.select(mb).trimmed()  # n: the response tokens it keeps
+                mask = part.mask
                 logprobs = token_logprobs(self.policy, part, cfg.temperature)
                 if cfg.estimator == "rloo":
                     loss, loss_stats = rloo_policy_loss(
-                        logprobs, old_logprobs[mb], advantages[mb], mask, cfg.cliprange
+                        logprobs, old_logprobs[mb, :n], advantages[mb], mask, cfg.cliprange
                     )
                 else:
                     loss, loss_stats = grpo_policy_loss(
-                        logprobs, old_logprobs[mb], ref_logprobs[mb], advantages[mb], mask,
+                        logprobs, old_logprobs[mb, :n], ref_logprobs[mb, :n], advantages[mb], mask,
                         self.kl_coef, cfg.cliprange, num_tokens,
                     )  # fmt: skip
                 self._optimise(loss, f"({cfg.estimator} loss)")

@@ -602,18 +602,19 @@ class PPOTrainer:
             train_values = epoch < value_epochs
             order = torch.randperm(len(rollout.prompts), generator=self.generator)
             for mb in order.split(cfg.mini_batch_size):
-                part, mask = rollout.select(mb), rollout.mask[mb]
+                part, n = rollout.select(mb).trimmed()  # n: the response tokens it keeps
+                mask = part.mask
                 logprobs_all, values = self._forward(part, with_values=train_values)
                 logprobs = part.at_sampled_tokens(logprobs_all)
                 with torch.set_grad_enabled(with_entropy_grad):
                     entropy = masked_mean(-(logprobs_all.exp() * logprobs_all).sum(-1), mask)
                 loss, pg_stats = clipped_policy_loss(
-                    logprobs, old_logprobs[mb], advantages[mb], mask, cfg.cliprange
+                    logprobs, old_logprobs[mb, :n], advantages[mb, :n], mask, cfg.cliprange
                 )
                 stats["pg_loss"].append(loss.item())
                 if train_values:
                     vf_loss, vf_clipfrac = clipped_value_loss(
-                        values, old_values[mb], returns[mb], mask, cfg.cliprange_value
+                        values, old_values[mb, :n], returns[mb, :n], mask, cfg.cliprange_value
                     )
                     loss = loss + cfg.vf_coef * vf_loss
                     stats["vf_loss"].append(vf_loss.item())
@@ -634,11 +635,11 @@ class PPOTrainer:
         for _ in range(cfg.critic_warmup_epochs):
             order = torch.randperm(len(rollout.prompts), generator=self.generator)
             for mb in order.split(cfg.mini_batch_size):
-                part = rollout.select(mb)
+                part, n = rollout.select(mb).trimmed()
                 # unclipped: the clip keeps each update near the values that sampled the rollout,
                 # but here the critic should travel as far as the returns need
-                error = self._values(part) - returns[mb]
-                vf_loss = 0.5 * masked_mean(error**2, rollout.mask[mb])
+                error = self._values(part) - returns[mb, :n]
+                vf_loss = 0.5 * masked_mean(error**2, part.mask)
                 self._optimise(vf_loss, f"(critic warm-up, value loss {vf_loss.item():.4g})")
 
     def _record(self, metrics: dict, gold, mean_kl: float, n_samples: int, started: float) -> dict:

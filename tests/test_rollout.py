@@ -234,3 +234,51 @@ def test_log_probs_kept_while_sampling_equal_a_second_forward_pass(policy, token
     assert plain.completions == rollout.completions and plain.policy_logprobs is None
     with pytest.raises(ValueError, match="keep_logprobs=True"):
         _ = plain.logprobs
+
+
+@pytest.mark.parametrize("greedy, temperature", [(False, 1.0), (False, 0.7), (True, 1.0)])
+def test_the_sampling_loop_draws_the_tokens_generate_draws(policy, tokenizer, greedy, temperature):
+    # our loop against transformers' generate(): same random state, same tokens, same logits
+    settings = sampling_settings(tokenizer, max_new_tokens=8, temperature=temperature,
+                                 greedy=greedy)  # fmt: skip
+    prompts = PROMPTS * 3
+    query = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    torch.manual_seed(7)
+    reference = policy.generate(**query, generation_config=settings, output_logits=True,
+                                return_dict_in_generate=True)  # fmt: skip
+    ours = sample(policy, tokenizer, prompts, settings, seed=7, keep_logprobs=True)
+    responses = reference.sequences[:, query["input_ids"].shape[1] :]
+    assert torch.equal(responses.masked_fill(ours.mask == 0, tokenizer.pad_token_id),
+                       ours.responses)  # fmt: skip
+    logits = torch.stack(reference.logits, 1).float()
+    expected = torch.log_softmax(logits / settings.temperature, -1)
+    torch.testing.assert_close(ours.policy_logprobs, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_refuses_settings_its_loop_would_ignore(policy, tokenizer):
+    settings = sampling_settings(tokenizer, max_new_tokens=8)
+    settings.top_k = 5
+    with pytest.raises(ValueError, match=r"(?s)ancestral sampling.*top_k.*sampling_settings"):
+        sample(policy, tokenizer, PROMPTS, settings)
+
+
+def test_a_trimmed_minibatch_drops_only_padding_and_keeps_its_log_probs(policy, tokenizer):
+    eos = tokenizer.eos_token_id
+    rollout = sample(policy, tokenizer, PROMPTS, sampling_settings(tokenizer, 8), seed=0)
+    # end two responses early, so the minibatch of those two has padding columns on the right
+    ids = rollout.input_ids.clone()
+    ids[[0, 2], rollout.context_length + 2] = eos
+    ids[[0, 2], rollout.context_length + 3 :] = tokenizer.pad_token_id
+    attention = rollout.attention_mask.clone()
+    attention[[0, 2], rollout.context_length + 3 :] = 0
+    rollout.input_ids, rollout.attention_mask = ids, attention
+    part = rollout.select(torch.tensor([2, 0]))
+    trimmed, n = part.trimmed()
+    assert n == 3 and trimmed.responses.shape[1] == 3
+    dropped_prompt = part.context_length - trimmed.context_length
+    assert dropped_prompt > 0  # prompts 0 and 2 are both shorter than the longest, prompt 1
+    assert not part.attention_mask[:, :dropped_prompt].any()
+    assert not part.attention_mask[:, part.context_length + n :].any()
+    torch.testing.assert_close(token_logprobs(policy, trimmed, 0.7),
+                               token_logprobs(policy, part, 0.7)[:, :n],
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
