@@ -13,7 +13,8 @@ the SFT samples of chapter 3 all sample here, so they sample the same way:
   samples what it would have sampled unmeasured). It pads on the left without changing the
   caller's tokenizer. Its loop (:func:`sample_tokens`) is ``generate()``'s own for these settings,
   written out: the same tokens from the same random state (``tests/test_rollout.py``), without
-  the per-step bookkeeping generate() does for settings we never use (a fifth of its time).
+  the per-step bookkeeping generate() does for settings we never use (measured: a rollout of 32
+  reviews of 24 tokens took 16% less time).
 - :func:`token_logprobs` (and :func:`next_token_logprobs`, the whole distribution) scores a
   rollout's response tokens under any model with the same token ids: the policy, the frozen
   reference, a copy being trained.

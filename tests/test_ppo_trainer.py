@@ -9,7 +9,7 @@ from tiny_models import review_tokenizer, tiny_gpt2_config
 from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
 
 from rlhf_lib.ppo import AdaptiveKLController, PPOConfig, PPOTrainer
-from rlhf_lib.rollout import response_mask
+from rlhf_lib.rollout import Rollout, response_mask
 
 PROMPTS = ["the film was", "i thought the acting", "the plot", "what a"]
 TRL_NAMES = ("objective/kl", "objective/entropy", "objective/non_score_reward",
@@ -180,3 +180,44 @@ def test_critic_is_the_reward_model_cut_to_its_first_blocks(tokenizer):
     assert critic(reward_model, PPOConfig(value_model="shared")) is None
     with pytest.raises(ConfigError, match="only 2 blocks"):
         critic(reward_model, PPOConfig(critic_layers=3))
+
+
+@pytest.mark.parametrize("value_model", ["separate", "shared"])
+def test_trimming_minibatches_changes_no_update(tokenizer, monkeypatch, value_model):
+    # the same two PPO steps with each minibatch trimmed of its padding columns, and without
+    generate = PPOTrainer.generate
+
+    def ending_early(self, prompts, **kwargs):  # end half the responses after 2 tokens
+        rollout = generate(self, prompts, **kwargs)
+        start, eos = rollout.context_length, tokenizer.eos_token_id
+        rollout.input_ids[::2, start + 1] = eos
+        rollout.input_ids[::2, start + 2 :] = tokenizer.pad_token_id
+        rollout.attention_mask[::2, start + 2 :] = 0
+        return rollout
+
+    trim_columns = Rollout.trimmed
+    dropped = []
+
+    def trimmed(rollout):  # counts the columns each minibatch drops
+        part, n = trim_columns(rollout)
+        dropped.append(rollout.input_ids.shape[1] - part.input_ids.shape[1])
+        return part, n
+
+    def train(trim: bool):
+        untrimmed = (lambda r: (r, r.responses.shape[1]))
+        monkeypatch.setattr(Rollout, "trimmed", trimmed if trim else untrimmed)
+        config = PPOConfig(total_steps=2, batch_size=8, mini_batch_size=2, max_new_tokens=8,
+                           value_model=value_model, missing_eos_penalty=None)  # fmt: skip
+        policy, ref, value = tiny_models(tokenizer)
+        trainer = PPOTrainer(config, policy, ref, value if value_model == "separate" else None,
+                             tokenizer, PROMPTS, count_letter_e)  # fmt: skip
+        trainer.train(progress=False)
+        monkeypatch.undo()
+        return [p.detach().clone() for g in trainer.optimizer.param_groups for p in g["params"]]
+
+    monkeypatch.setattr(PPOTrainer, "generate", ending_early)
+    with_trimming = train(trim=True)
+    assert max(dropped) > 0  # some minibatches had padding columns to drop
+    monkeypatch.setattr(PPOTrainer, "generate", ending_early)
+    for a, b in zip(with_trimming, train(trim=False), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -9,7 +9,7 @@ so the pages load their trained models instead of training them again.
 2. The twins' own first cell (the Colab install cell) runs there, as in Colab, with this working
    tree as the source of ``rlhf_lib`` instead of GitHub. It must install what is missing and
    leave torch, plotly and ipywidgets as they were.
-3. One twin per part of the book runs top to bottom with nbclient; no cell may fail.
+3. One twin per part of the book (two for part 4) runs top to bottom with nbclient; no cell may fail.
 4. Every live widget redraws through that environment's kernel (ipywidgets 7.7).
 
 Timings go to ``_build/reader/clean_env.json``.
@@ -48,13 +48,14 @@ COLAB_PREINSTALLED = [
 ]
 KEPT = ("torch", "plotly", "ipywidgets")  # the install cell must never change these
 
-# One twin per part of the book.
+# One twin per part of the book, and the reward model's training page.
 TWINS = [
     "book/intro.ipynb",
     "book/transformers/attention.ipynb",
     "book/causal/masking_objective.ipynb",
     "book/rlhf/overview.ipynb",
     "book/reward_models/preference_data.ipynb",
+    "book/reward_models/training_and_evaluation.ipynb",  # RewardTrainer's page, as Colab runs it
     "book/ppo/training.ipynb",
     "book/beyond_ppo/methods.ipynb",
 ]
