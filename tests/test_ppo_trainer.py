@@ -203,8 +203,10 @@ def test_trimming_minibatches_changes_no_update(tokenizer, monkeypatch, value_mo
         dropped.append(rollout.input_ids.shape[1] - part.input_ids.shape[1])
         return part, n
 
+    def untrimmed(rollout):  # the whole minibatch, padding included
+        return rollout, rollout.responses.shape[1]
+
     def train(trim: bool):
-        untrimmed = (lambda r: (r, r.responses.shape[1]))
         monkeypatch.setattr(Rollout, "trimmed", trimmed if trim else untrimmed)
         config = PPOConfig(total_steps=2, batch_size=8, mini_batch_size=2, max_new_tokens=8,
                            value_model=value_model, missing_eos_penalty=None)  # fmt: skip

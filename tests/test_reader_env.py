@@ -9,7 +9,8 @@ so the pages load their trained models instead of training them again.
 2. The twins' own first cell (the Colab install cell) runs there, as in Colab, with this working
    tree as the source of ``rlhf_lib`` instead of GitHub. It must install what is missing and
    leave torch, plotly and ipywidgets as they were.
-3. One twin per part of the book (two for part 4) runs top to bottom with nbclient; no cell may fail.
+3. One twin per part of the book (two for part 4) runs top to bottom with nbclient; no cell
+   may fail.
 4. Every live widget redraws through that environment's kernel (ipywidgets 7.7).
 
 Timings go to ``_build/reader/clean_env.json``.
