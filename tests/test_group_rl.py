@@ -44,7 +44,9 @@ def test_a_rollout_holds_whole_groups_and_no_value_model(tokenizer, estimator, m
     prompts = seen[0]
     assert len(prompts) == 8 and prompts[:4] == [prompts[0]] * 4 and prompts[4:] == [prompts[4]] * 4
     assert trainer.value_model is None
-    assert first["objective/kl"] == 0.0  # policy == reference before any update
+    # policy == reference before any update; the sampled log-probs come from the cached loop,
+    # the reference's from one full pass, which round differently on some CPUs (1e-7 on an EPYC)
+    assert abs(first["objective/kl"]) < 1e-5
     assert "gold/score" in first and abs(first["val/ratio"] - 1) < 0.1
 
 
