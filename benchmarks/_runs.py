@@ -5,6 +5,10 @@ that records the machine and the commit measured.
 
 A script built on this module runs itself with ``--one NAME --seeds SEED --out FILE`` for one run
 (:func:`parser` declares the options, :func:`in_fresh_processes` makes the calls).
+
+A benchmark of a clean checkout keeps each finished run under ``_build/benchmark-runs/``, by
+commit and CPU, so a rerun after an interruption (a session that ends, a killed job) resumes
+where it stopped instead of starting over: on a slow machine ``rl_vs_trl.py`` takes hours.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -20,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from book_execution import machine  # cores, CPU model, memory, versions
+
+KEPT_RUNS = Path(__file__).resolve().parents[1] / "_build/benchmark-runs"
 
 
 def parser(doc: str, out: Path, seeds: list[int]) -> argparse.ArgumentParser:
@@ -31,11 +38,12 @@ def parser(doc: str, out: Path, seeds: list[int]) -> argparse.ArgumentParser:
     return result
 
 
-def in_fresh_processes(script: str, names, seeds, tag: str,
+def in_fresh_processes(script: str, names, seeds, tag: str, measured: dict,
                        done: Callable[[dict], str]) -> list[list[dict]]:  # fmt: skip
     """Run ``script --one NAME --seeds SEED`` for every name and seed, each in a new process;
     return every name's runs (the JSON each wrote), in order. ``done(run)`` words a finished run
-    for the progress line.
+    for the progress line. A run that :func:`finished_runs` kept for this commit and CPU (from
+    an interrupted benchmark) is read back, not run again.
 
     The runs go seed by seed, every name in turn (seed 0 of each, then seed 1 of each, ...): a
     slower spell of the machine then falls on every name alike instead of on one name's runs, so
@@ -44,15 +52,32 @@ def in_fresh_processes(script: str, names, seeds, tag: str,
     env = {**os.environ, "RLHF_BOOK_BUILD": "1"}  # one summary line per progress bar
     results = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run.json"
+        kept = finished_runs(tag, measured) or Path(tmp)
         for seed in seeds:
             for name in names:
-                print(f"[{tag}] {name}, seed {seed} ...", flush=True)
-                subprocess.run([sys.executable, script, "--one", name, "--seeds", str(seed),
-                                "--out", str(out)], check=True, env=env)  # fmt: skip
+                out = kept / f"{name}-seed{seed}.json"
+                if out.exists():
+                    print(f"[{tag}] {name}, seed {seed}: kept from an interrupted run", flush=True)
+                else:
+                    print(f"[{tag}] {name}, seed {seed} ...", flush=True)
+                    partial = out.with_suffix(".partial")  # complete files only under the name
+                    subprocess.run([sys.executable, script, "--one", name, "--seeds", str(seed),
+                                    "--out", str(partial)], check=True, env=env)  # fmt: skip
+                    partial.rename(out)
                 results[name].append(json.loads(out.read_text()))
                 print(f"[{tag}] {name}, seed {seed}: {done(results[name][-1])}", flush=True)
     return [results[name] for name in names]
+
+
+def finished_runs(tag: str, measured: dict) -> Path | None:
+    """The folder that keeps the finished runs of ``tag`` at the commit ``measured`` on this CPU,
+    or None for a checkout with uncommitted changes (its code has no name to file runs under)."""
+    if measured["dirty"] or not measured["commit"]:
+        return None
+    cpu = re.sub(r"[^A-Za-z0-9]+", "-", machine()["cpu_model"] or "unknown-cpu").strip("-")
+    folder = KEPT_RUNS / tag / measured["commit"] / cpu
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def write_report(out, tag: str, measured: dict, **fields) -> dict:

@@ -113,7 +113,8 @@ def main() -> int:
     config = MethodRunConfig()
     sft_model_path(config.sft), reward_model_path(config.reward_model)  # build before timing
     preferences_path(config.reward_model.preferences)
-    runs = _runs.in_fresh_processes(__file__, args.methods, args.seeds, "rl_vs_trl", lambda r: (
+    runs = _runs.in_fresh_processes(__file__, args.methods, args.seeds, "rl_vs_trl", measured,
+                                    lambda r: (
         f"gold {r['gold_start']:.3f} -> {r['gold_final']:.3f}, KL {r['final_kl']:.2f}, "
         f"{r['train_wall_seconds']:.1f} s wall, {r['train_cpu_seconds']:.1f} s CPU, "
         f"peak {r['peak_rss_mb']:.0f} MB"))  # fmt: skip

@@ -89,7 +89,8 @@ def main() -> int:
 
     config = RLHFRunConfig()
     sft_model_path(config.sft), reward_model_path(config.reward_model)  # built before any clock
-    runs = _runs.in_fresh_processes(__file__, CANDIDATES, args.seeds, "value_models", lambda r: (
+    runs = _runs.in_fresh_processes(__file__, CANDIDATES, args.seeds, "value_models", measured,
+                                   lambda r: (
         f"gold {r['gold_start']:.3f} -> {r['gold_final']:.3f}, KL {r['final_kl']:.2f}, "
         f"{r['train_cpu_seconds']:.1f} CPU-s"))  # fmt: skip
     _runs.write_report(args.out, "value_models", measured,
