@@ -72,7 +72,7 @@ DPO_LABELS = ("annotators", "gold")
 # loop, so they also adapt β towards target_kl as PPO does; TRL's keep β fixed. The rest of
 # PPOConfig (GAE, the value model, PPO's KL estimator, the entropy bonus) changes PPO alone.
 _OPTIMISER = ("total_steps", "batch_size", "mini_batch_size", "learning_rate", "max_grad_norm",
-              "weight_decay", "seed")  # fmt: skip
+              "weight_decay", "adam_eps", "seed")  # fmt: skip
 _ONLINE = (*_OPTIMISER, "ppo_epochs", "max_new_tokens", "temperature", "kl_coef",
            "missing_eos_penalty", "cliprange")  # fmt: skip
 PPO_FIELDS_READ = {
@@ -98,7 +98,8 @@ class MethodRunConfig:
     - ``ppo``, our PPO: all of it (it is chapter 5's run, :func:`_ppo_run_config`);
     - ``rloo_ours`` and ``grpo_ours``, our RLOO and GRPO (:mod:`rlhf_lib.group_rl`): the budget,
       ``max_new_tokens``, ``temperature``, ``kl_coef`` (and ``target_kl``, ``kl_horizon``),
-      ``missing_eos_penalty``, ``cliprange``, ``max_grad_norm``, ``weight_decay`` and ``seed``;
+      ``missing_eos_penalty``, ``cliprange``, ``max_grad_norm``, ``weight_decay``, ``adam_eps``
+      and ``seed``;
       the value-model fields must stay at their defaults;
     - ``grpo`` and ``rloo``, TRL's: the same but a fixed β (no ``target_kl``), every one turned
       into TRL's arguments by one function, :func:`trl_arguments`;
@@ -250,6 +251,7 @@ def trl_arguments(config: MethodRunConfig, output_dir) -> dict:
         "per_device_train_batch_size": ppo.mini_batch_size,
         "max_grad_norm": ppo.max_grad_norm,  # TRL's defaults are PPOConfig's: 1.0 and 0.0
         "weight_decay": ppo.weight_decay,
+        "adam_epsilon": ppo.adam_eps,
         "logging_steps": 1,
         "save_strategy": "no",
         "report_to": "none",

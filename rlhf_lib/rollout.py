@@ -248,8 +248,7 @@ def sample(policy, tokenizer, prompts: list[str], settings: GenerationConfig,
                                                    query["attention_mask"], settings)  # fmt: skip
     finally:
         policy.train(was_training)
-    mask = response_mask(responses, settings.eos_token_id)
-    responses = responses.masked_fill(mask == 0, settings.pad_token_id)
+    mask = response_mask(responses, settings.eos_token_id)  # the loop already padded after EOS
     completions = [tokenizer.decode(r[m.bool()], skip_special_tokens=True)
                    for r, m in zip(responses, mask, strict=True)]  # fmt: skip
     policy_logprobs = None

@@ -109,6 +109,8 @@ TRL_ONLINE = {"max_steps": 480, "num_generations": 4, "steps_per_generation": 4,
               "reward_weights": [1.0, 0.0], "disable_dropout": True}  # fmt: skip
 # passed now, at TRL's own defaults (which are PPOConfig's), so TRL's configs do not change
 NEWLY_PASSED = {"max_grad_norm": 1.0, "weight_decay": 0.0}
+# passed on purpose away from TRL's default (1e-8): PPOConfig.adam_eps, ours and TRL's alike
+CHANGED_FOR_TRL = {"adam_epsilon": 1e-5}
 
 
 @pytest.mark.parametrize("method", ["grpo", "rloo", "dpo"])
@@ -128,10 +130,12 @@ def test_trl_arguments_at_the_defaults_are_the_arguments_trl_got_before(method, 
         before |= TRL_ONLINE
         newly["epsilon"] = 0.2  # PPOConfig.cliprange
     derived = trl_arguments(MethodRunConfig(method=method), tmp_path)
-    assert derived == before | newly
+    assert derived == before | newly | CHANGED_FOR_TRL
     defaults = {f.name: f.default for f in dataclasses.fields(config_class)}
     assert {name: defaults[name] for name in newly} == newly
-    assert config_class(**derived).to_dict() == config_class(**before).to_dict()
+    assert defaults["adam_epsilon"] == 1e-8 != CHANGED_FOR_TRL["adam_epsilon"]
+    expected = config_class(**before, **CHANGED_FOR_TRL).to_dict()
+    assert config_class(**derived).to_dict() == expected
 
 
 # a value of each PPOConfig field other than its default (and valid beside the others)
@@ -141,7 +145,7 @@ CHANGED = {"total_steps": 2, "batch_size": 16, "mini_batch_size": 4, "ppo_epochs
            "lam": 0.9, "learning_rate": 3e-5, "cliprange": 0.1, "cliprange_value": 0.3,
            "vf_coef": 0.5, "value_model": "shared", "critic_layers": 2, "value_epochs": 1,
            "critic_warmup_epochs": 1, "entropy_coef": 0.01, "max_grad_norm": 0.5,
-           "weight_decay": 0.01, "seed": 1}  # fmt: skip
+           "weight_decay": 0.01, "adam_eps": 1e-8, "seed": 1}  # fmt: skip
 
 
 @pytest.mark.parametrize("method", ["grpo", "rloo", "dpo"])

@@ -134,6 +134,8 @@ def test_measuring_a_run_at_checkpoints_does_not_change_its_training(tokenizer, 
 def test_ppo_has_no_weight_decay_and_logs_explained_variance(tokenizer):
     trainer = _ppo(tokenizer)
     assert all(group["weight_decay"] == 0.0 for group in trainer.optimizer.param_groups)
+    assert all(group["eps"] == 1e-5 for group in trainer.optimizer.param_groups)
+    assert _ppo(tokenizer, adam_eps=1e-8).optimizer.param_groups[0]["eps"] == 1e-8
     metrics = trainer.step()
     assert np.isfinite(metrics["val/explained_variance"])
     assert _ppo(tokenizer, weight_decay=0.01).optimizer.param_groups[0]["weight_decay"] == 0.01
